@@ -1,0 +1,5 @@
+import sys
+
+from damofd.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""damofd.data stage (see the package docstring of damofd)."""

@@ -1,0 +1,1 @@
+"""damofd.evaluation stage (see the package docstring of damofd)."""

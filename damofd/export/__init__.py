@@ -1,0 +1,1 @@
+"""damofd.export stage (see the package docstring of damofd)."""

@@ -1,0 +1,1 @@
+"""damofd.inference stage (see the package docstring of damofd)."""

@@ -1,0 +1,95 @@
+"""Crash-safe file writes shared by every stage.
+
+Everything the toolkit writes that a user would be sorry to lose (checkpoints, search state,
+results, prediction files) goes through these helpers: the data is written to a temporary file in
+the destination folder, flushed and fsync'ed, then renamed over the target with ``os.replace``.
+A crash or SIGKILL leaves either the old file or the new one, never a truncated file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "atomic_torch_save",
+    "ensure_writable_dir",
+]
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
+    """Call ``write(fileobj)`` on a temporary file, then atomically move it to ``path``."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(target.parent)
+    return target
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode(encoding)))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
+
+
+def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> Path:
+    """``torch.save`` through a temporary file and an atomic rename."""
+    import torch
+
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def ensure_writable_dir(path: str | os.PathLike[str], what: str = "output directory") -> Path:
+    """Create ``path`` if needed and prove it is writable, *before* a long job starts.
+
+    Raises ``PermissionError``/``NotADirectoryError`` with a message naming the path.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise NotADirectoryError(f"{what} {str(p)!r} exists and is not a directory")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=p)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise PermissionError(f"{what} {str(p)!r} is not writable: {e.strerror or e}") from None
+    return p

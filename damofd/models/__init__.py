@@ -1,0 +1,1 @@
+"""damofd.models stage (see the package docstring of damofd)."""

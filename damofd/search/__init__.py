@@ -1,0 +1,1 @@
+"""damofd.search stage (see the package docstring of damofd)."""

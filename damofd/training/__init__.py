@@ -1,0 +1,1 @@
+"""damofd.training stage (see the package docstring of damofd)."""

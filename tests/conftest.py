@@ -1,0 +1,32 @@
+"""Shared fixtures. Real data comes from ../shared/assets (or $DAMOFD_ASSETS), read in place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from damofd.testing import ASSETS_ENV, assets_dir
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def assets() -> Path:
+    """The shared assets folder; the test is skipped (with the reason) when it is absent."""
+    p = assets_dir()
+    if p is None:
+        pytest.skip(
+            f"shared assets not found: put them at ../shared/assets next to the repository "
+            f"or set {ASSETS_ENV}"
+        )
+    return p
+
+
+def require_asset(root: Path, rel: str) -> Path:
+    """Return ``root/rel`` or skip the test naming the missing file."""
+    p = root / rel
+    if not p.exists():
+        pytest.skip(f"asset missing: {p}")
+    return p
