@@ -39,12 +39,28 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _default_mode(target: Path) -> int:
+    """Mode for the new file: the old file's mode if it exists, else 0o666 minus the umask."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call ``write(fileobj)`` on a temporary file, then atomically move it to ``path``."""
+    """Call ``write(fileobj)`` on a temporary file, then atomically move it to ``path``.
+
+    The file gets the usual permissions (those of the file it replaces, or 0o666 minus the
+    umask), not the 0o600 of a raw ``mkstemp`` file.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, _default_mode(target))
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

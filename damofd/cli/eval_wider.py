@@ -1,0 +1,96 @@
+"""``damofd eval-wider``: WIDER FACE Easy/Medium/Hard AP of a set of prediction files.
+
+Examples::
+
+    damofd eval-wider --pred widerface_txt.tar.gz --gt ground_truth/
+    damofd eval-wider --pred preds/ --gt ground_truth/ --subset --json --out ap.json --plot pr.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "WIDER FACE AP of a folder or tar archive of prediction files"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pred",
+        required=True,
+        metavar="DIR|TAR",
+        help="folder or tar(.gz) archive of <event>/<image>.txt files: line 1 image name, line 2 "
+        "N, then N lines 'x y w h score' (pixels, xywh with w = x2 - x1)",
+    )
+    parser.add_argument(
+        "--gt",
+        required=True,
+        metavar="DIR",
+        help="folder with wider_face_val.mat and wider_{easy,medium,hard}_val.mat",
+    )
+    parser.add_argument(
+        "--subset",
+        action="store_true",
+        help="evaluate only the ground-truth images that have a prediction file (default: every "
+        "image must have one)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print a JSON object instead of the table"
+    )
+    parser.add_argument(
+        "--out", metavar="FILE.json", help="also write the JSON summary with the PR curves here"
+    )
+    parser.add_argument(
+        "--plot", metavar="FILE.png", help="draw the PR curves (needs the 'plot' extra)"
+    )
+    parser.add_argument(
+        "--no-count-check",
+        action="store_true",
+        help="accept files whose line 2 disagrees with their number of rows",
+    )
+    parser.add_argument(
+        "--iou",
+        type=float,
+        default=0.5,
+        metavar="T",
+        help="IoU threshold of a match (protocol: 0.5)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from damofd.evaluation.plot import plot_pr_curves, require_matplotlib
+    from damofd.evaluation.widerface import evaluate_wider
+    from damofd.io import atomic_write_json
+
+    if args.plot:
+        require_matplotlib()  # fail before the work, not after it
+    result = evaluate_wider(
+        args.pred,
+        args.gt,
+        subset=args.subset,
+        iou_thresh=args.iou,
+        check_count=not args.no_count_check,
+    )
+    summary = result.to_dict()
+    summary["pred"] = str(args.pred)
+    summary["gt"] = str(args.gt)
+    if args.out:
+        full = result.to_dict(curves=True)
+        full.update(pred=str(args.pred), gt=str(args.gt))
+        atomic_write_json(args.out, full)
+    if args.plot:
+        plot_pr_curves(result, args.plot, title=f"WIDER FACE val: {args.pred}")
+    if args.json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        t = result.timings
+        sys.stdout.write(
+            result.table() + f"\ntime: read ground truth {t['read_gt']:.2f} s, predictions "
+            f"{t['read_predictions']:.2f} s, evaluate {t['evaluate']:.2f} s\n"
+        )
+        if args.out:
+            sys.stdout.write(f"wrote {args.out}\n")
+        if args.plot:
+            sys.stdout.write(f"wrote {args.plot}\n")
+    return 0
