@@ -1,0 +1,176 @@
+"""``damofd data``: convert, check and visualise WIDER FACE training annotations (labelv2).
+
+Sub-commands::
+
+    damofd data convert --from wider-txt|wider-mat|retinaface SRC --out FILE [--images DIR]
+    damofd data check FILE [--images DIR]
+    damofd data show LABELS [--images DIR] --out DIR [-n 8] [--seed S] [--model NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "convert and check WIDER FACE annotations (labelv2), show augmented samples"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="COMMAND")
+    sub.required = True
+
+    conv = sub.add_parser(
+        "convert",
+        help="convert WIDER txt / WIDER .mat / RetinaFace label.txt to labelv2",
+        description="Convert an annotation file to labelv2 (boxes xyxy with x2 = x + w). "
+        "Image sizes are read from the image files when --images is given.",
+    )
+    conv.add_argument(
+        "--from",
+        dest="source_format",
+        required=True,
+        choices=("wider-txt", "wider-mat", "retinaface"),
+        help="source format: WIDER wider_face_*_bbx_gt.txt, WIDER wider_face_*.mat, or a "
+        "RetinaFace label.txt (keypoints kept)",
+    )
+    conv.add_argument("src", help="source annotation file")
+    conv.add_argument("--out", required=True, help="labelv2 file to write (atomically)")
+    conv.add_argument("--images", help="image folder: read each image's size from its header")
+    conv.add_argument(
+        "--invalid",
+        choices=("keep", "ignore", "drop"),
+        default="keep",
+        help="faces WIDER flags invalid: keep them as normal boxes (insightface, default), "
+        "write them as ignore regions, or drop them",
+    )
+    conv.add_argument(
+        "--drop-empty",
+        action="store_true",
+        help="drop zero-area boxes (w <= 0 or h <= 0), as insightface's val labelv2.txt",
+    )
+    conv.add_argument(
+        "--skip-missing",
+        action="store_true",
+        help="with --images: drop images that are not on disk instead of failing",
+    )
+    conv.set_defaults(_data_run=_run_convert)
+
+    chk = sub.add_parser(
+        "check",
+        help="report every malformed line and missing image of a labelv2 file",
+        description="Parse a labelv2 file and report every problem with its line number; with "
+        "--images also every missing image and header sizes that differ from the files. "
+        "Exit status 1 when there is any error.",
+    )
+    chk.add_argument("labels", help="labelv2 file (or a dataset folder holding labelv2.txt)")
+    chk.add_argument("--images", help="image folder (default: images/ next to the file if any)")
+    chk.add_argument(
+        "--no-size-check", action="store_true", help="do not compare header sizes with the files"
+    )
+    chk.add_argument("-q", "--quiet", action="store_true", help="print errors only, no warnings")
+    chk.set_defaults(_data_run=_run_check)
+
+    show = sub.add_parser(
+        "show",
+        help="write augmented training samples with boxes and keypoints drawn",
+        description="Run the training augmentation on a few images and write them (JPEG) with "
+        "the resulting boxes (green), ignore boxes (grey) and keypoints drawn.",
+    )
+    show.add_argument("labels", help="labelv2 file, dataset folder or ModelScope split folder")
+    show.add_argument("--images", help="image folder (default: images/ next to the labels)")
+    show.add_argument("--out", required=True, help="output folder")
+    show.add_argument("-n", type=int, default=8, help="number of samples (default 8)")
+    show.add_argument("--seed", type=int, default=0, help="seed of the selection and augmentation")
+    show.add_argument(
+        "--model",
+        default="damofd-2.5g",
+        help="augmentation recipe of this zoo model (default damofd-2.5g: crop choice "
+        "0.3..2.0, no border clipping)",
+    )
+    show.add_argument("--no-photometric", action="store_true", help="skip colour distortion")
+    show.set_defaults(_data_run=_run_show)
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(args._data_run(args))
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from damofd.data.convert import convert
+    from damofd.data.labelv2 import write_labelv2
+
+    result = convert(
+        args.source_format,
+        args.src,
+        image_dir=args.images,
+        invalid=args.invalid,
+        drop_empty=args.drop_empty,
+        skip_missing=args.skip_missing,
+    )
+    out = write_labelv2(args.out, result.images)
+    n_boxes = sum(i.num_objects for i in result.images)
+    n_kps = sum(int(i.has_keypoints.sum()) for i in result.images)
+    n_ign = sum(int(i.ignore.sum()) for i in result.images)
+    msg = (
+        f"wrote {out}: {len(result.images)} images, {n_boxes} boxes "
+        f"({n_ign} ignore, {n_kps} with keypoints)"
+    )
+    if result.skipped_missing:
+        msg += f"; skipped {len(result.skipped_missing)} images missing under {args.images}"
+    if args.images is None:
+        msg += "; no image sizes in the headers (pass --images to add them)"
+    print(msg)
+    return 0
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from damofd.data.check import check_labelv2
+
+    labels = Path(args.labels)
+    if labels.is_dir():
+        labels = labels / "labelv2.txt"
+    images = args.images
+    if images is None and (labels.parent / "images").is_dir():
+        images = labels.parent / "images"
+    report = check_labelv2(labels, images, check_sizes=not args.no_size_check)
+    for issue in report.issues:
+        if args.quiet and issue.severity != "error":
+            continue
+        print(issue)
+    print(report.summary(), file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _run_show(args: argparse.Namespace) -> int:
+    import cv2
+    import numpy as np
+
+    from damofd.data.dataset import WiderFaceDataset
+    from damofd.data.transforms import AugmentConfig
+    from damofd.data.visualize import draw_sample
+    from damofd.errors import InputError
+    from damofd.io import atomic_write_bytes, ensure_writable_dir
+
+    if args.n < 1:
+        raise InputError(f"-n must be >= 1, got {args.n}")
+    cfg = AugmentConfig.for_model(args.model, photometric=not args.no_photometric)
+    ds = WiderFaceDataset(args.labels, args.images, config=cfg, seed=args.seed)
+    ds.validate()
+    out_dir = ensure_writable_dir(args.out)
+    rng = np.random.default_rng(args.seed)
+    picks = rng.choice(len(ds), size=min(args.n, len(ds)), replace=False)
+    for k, idx in enumerate(sorted(int(i) for i in picks)):
+        s = ds.augment(idx, normalize=False)
+        img = draw_sample(s.img, s.bboxes, s.keypoints, s.bboxes_ignore)
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        if not ok:
+            raise InputError("JPEG encoding failed")
+        stem = Path(ds.records[idx].name).stem
+        path = out_dir / f"sample_{k:03d}_{stem}.jpg"
+        atomic_write_bytes(path, buf.tobytes())
+        print(
+            f"{path}: {ds.records[idx].name} patch={s.patch} flipped={s.flipped} "
+            f"boxes={len(s.bboxes)}"
+        )
+    return 0
