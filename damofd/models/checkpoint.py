@@ -1,0 +1,298 @@
+"""Read and write checkpoints in the official mmdet/mmcv layout.
+
+An mmcv checkpoint is ``{'meta': {...}, 'state_dict': {...}[, 'optimizer': {...}]}``; a bare
+state dict is accepted too, and a ``module.`` prefix (DataParallel/DDP) is stripped. The detector's
+module tree reproduces the reference key names (``backbone.…``, ``neck.…``, ``bbox_head.…``;
+reference spec §8.4, scrfd-spec §5), so official checkpoints load with **strict** key matching
+and no converter. A mismatch raises :class:`CheckpointError` listing the missing and unexpected
+keys grouped by prefix (``backbone.module_list.3.* (42 keys)``) and every wrong-shaped tensor
+with both shapes.
+
+BatchNorm eps is not stored in a state dict; the modules set it per family (MasterNet 1e-3,
+SCRFD 1e-5). A BN-fused model (:meth:`SCRFD.fuse`) has a different key set and is for inference.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from damofd.errors import InputError
+
+__all__ = [
+    "CheckpointError",
+    "KeyReport",
+    "compare_state_dict",
+    "extract_state_dict",
+    "group_keys",
+    "load_checkpoint",
+    "load_model",
+    "read_checkpoint",
+    "save_checkpoint",
+]
+
+CheckpointSource = str | os.PathLike[str] | Mapping[str, Any]
+
+
+class CheckpointError(InputError):
+    """A checkpoint does not fit the model (or cannot be read). The message says why."""
+
+
+@dataclass(frozen=True)
+class KeyReport:
+    """Differences between a model's state dict and a checkpoint's."""
+
+    missing: tuple[str, ...] = ()
+    unexpected: tuple[str, ...] = ()
+    mismatched: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def describe(self, max_groups: int = 12) -> str:
+        """Human-readable summary, keys grouped by prefix."""
+        parts = []
+        if self.missing:
+            parts.append(
+                f"missing keys ({len(self.missing)}): "
+                + ", ".join(group_keys(self.missing, max_groups=max_groups))
+            )
+        if self.unexpected:
+            parts.append(
+                f"unexpected keys ({len(self.unexpected)}): "
+                + ", ".join(group_keys(self.unexpected, max_groups=max_groups))
+            )
+        if self.mismatched:
+            shown = [
+                f"{k} (checkpoint {list(a)} vs model {list(b)})"
+                for k, a, b in self.mismatched[:max_groups]
+            ]
+            more = len(self.mismatched) - len(shown)
+            parts.append(
+                f"shape mismatches ({len(self.mismatched)}): "
+                + ", ".join(shown)
+                + (f", … {more} more" if more > 0 else "")
+            )
+        return "; ".join(parts) if parts else "state dicts match"
+
+
+def group_keys(keys: Iterable[str], depth: int = 3, max_groups: int = 12) -> list[str]:
+    """Group dotted keys by their first ``depth`` components, in first-seen order.
+
+    A group of one key is shown as the key itself, larger groups as ``prefix.* (N keys)``;
+    e.g. ``["backbone.module_list.3.* (42 keys)", "bbox_head.scales.0.scale"]``.
+    """
+    groups: OrderedDict[str, list[str]] = OrderedDict()
+    for k in keys:
+        parts = k.split(".")
+        prefix = ".".join(parts[:depth]) if len(parts) > depth else k
+        groups.setdefault(prefix, []).append(k)
+    out = []
+    for prefix, members in groups.items():
+        if len(members) == 1:
+            out.append(members[0])
+        else:
+            out.append(f"{prefix}.* ({len(members)} keys)")
+    if len(out) > max_groups:
+        rest = sum(1 for _ in out[max_groups:])
+        out = [*out[:max_groups], f"… {rest} more groups"]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------
+def read_checkpoint(path: str | os.PathLike[str], *, trust_pickle: bool = False) -> dict[str, Any]:
+    """``torch.load`` a checkpoint onto the CPU.
+
+    By default only tensors and plain containers are unpickled (``weights_only=True``); mmcv
+    checkpoints normally pass. ``trust_pickle=True`` allows arbitrary objects — only for files
+    from a source you trust.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {str(p)!r} does not exist")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} holds objects other than tensors and plain containers "
+            f"({str(e).splitlines()[0]}); if you trust the file, load it with "
+            "trust_pickle=True"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {str(p)!r} cannot be read: {e}") from None
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} holds a {type(obj).__name__}, expected a dict "
+            "(an mmcv checkpoint or a state dict)"
+        )
+    return dict(obj)
+
+
+def extract_state_dict(obj: Mapping[str, Any], where: str = "checkpoint") -> dict[str, Tensor]:
+    """The state dict of an mmcv checkpoint dict (or of a bare state dict), ``module.`` stripped."""
+    sd: Any = obj.get("state_dict", obj) if isinstance(obj, Mapping) else obj
+    if not isinstance(sd, Mapping):
+        raise CheckpointError(f"{where}: 'state_dict' is a {type(sd).__name__}, expected a dict")
+    bad = [k for k, v in sd.items() if not isinstance(v, Tensor)]
+    if bad:
+        raise CheckpointError(
+            f"{where}: not a state dict — non-tensor entries "
+            + ", ".join(group_keys(map(str, bad), max_groups=5))
+        )
+    keys = list(sd)
+    if keys and all(k.startswith("module.") for k in keys):
+        return {k[len("module.") :]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def compare_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> KeyReport:
+    """Key and shape differences between ``model.state_dict()`` and ``state_dict``."""
+    own = model.state_dict()
+    missing = tuple(k for k in own if k not in state_dict)
+    unexpected = tuple(k for k in state_dict if k not in own)
+    mismatched = tuple(
+        (k, tuple(state_dict[k].shape), tuple(own[k].shape))
+        for k in own
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    )
+    return KeyReport(missing, unexpected, mismatched)
+
+
+def _hints(report: KeyReport) -> str:
+    hints = []
+    if any(".stride_kps." in k for k in report.unexpected):
+        hints.append("the checkpoint has keypoint weights: build the model with use_kps=True")
+    if any(".stride_kps." in k for k in report.missing):
+        hints.append("the checkpoint has no keypoint weights: build the model with use_kps=False")
+    if any("(8, 8)" in k for k in report.unexpected) or any("(8, 8)" in k for k in report.missing):
+        hints.append(
+            "one side has per-stride head weights ('(8, 8)' keys): official SCRFD *_bnkps "
+            "models are the '-kps' zoo names"
+        )
+    return ("; hint: " + "; ".join(hints)) if hints else ""
+
+
+def load_checkpoint(
+    model: nn.Module,
+    source: CheckpointSource,
+    *,
+    strict: bool = True,
+    trust_pickle: bool = False,
+) -> dict[str, Any]:
+    """Load weights from an mmdet/damofd checkpoint (path or already-loaded dict) into ``model``.
+
+    With ``strict`` (default) every key must match in name and shape, else
+    :class:`CheckpointError` (nothing is loaded). With ``strict=False`` the keys present on both
+    sides with equal shapes are loaded and the rest is reported in the returned meta under
+    ``'_load_report'``. Returns the checkpoint's ``meta`` dict (empty for a bare state dict).
+    """
+    where = f"checkpoint {str(source)!r}" if not isinstance(source, Mapping) else "checkpoint"
+    obj = (
+        dict(source)
+        if isinstance(source, Mapping)
+        else read_checkpoint(source, trust_pickle=trust_pickle)
+    )
+    sd = extract_state_dict(obj, where)
+    report = compare_state_dict(model, sd)
+    if strict and not report.ok:
+        raise CheckpointError(
+            f"{where} does not fit the model: {report.describe()}{_hints(report)}"
+        )
+    if not report.ok:
+        bad = {k for k, _, _ in report.mismatched}
+        sd = {k: v for k, v in sd.items() if k not in bad and k not in report.unexpected}
+    model.load_state_dict(sd, strict=strict)
+    meta = obj.get("meta") if "state_dict" in obj else None
+    meta = dict(meta) if isinstance(meta, Mapping) else {}
+    if not report.ok:
+        meta["_load_report"] = report
+    return meta
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------
+def save_checkpoint(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    meta: Mapping[str, Any] | None = None,
+    optimizer: torch.optim.Optimizer | Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``{'meta': {...}, 'state_dict': ...[, 'optimizer': ...]}`` atomically.
+
+    Tensors are moved to the CPU (and the ``module.`` wrapper of DDP models is removed). The meta
+    records the damofd version, the time, the zoo name and the typed config (so
+    :func:`load_model` can rebuild the detector), ``CLASSES = ('FG',)`` as mmdet does, plus
+    whatever ``meta`` adds (e.g. ``epoch``, ``iter``).
+    """
+    from damofd import __version__
+    from damofd.io import atomic_torch_save
+
+    inner = (
+        model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+    )
+    state_dict = OrderedDict((k, v.detach().cpu()) for k, v in inner.state_dict().items())
+    full_meta: dict[str, Any] = {
+        "damofd_version": __version__,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "CLASSES": ("FG",),
+    }
+    config = getattr(inner, "config", None)
+    if config is not None and hasattr(config, "to_dict"):
+        full_meta["damofd_config"] = config.to_dict()
+    name = getattr(inner, "name", None)
+    if isinstance(name, str):
+        full_meta["model_name"] = name
+    if meta:
+        full_meta.update(meta)
+    ckpt: dict[str, Any] = {"meta": full_meta, "state_dict": state_dict}
+    if optimizer is not None:
+        ckpt["optimizer"] = (
+            optimizer.state_dict() if isinstance(optimizer, torch.optim.Optimizer) else optimizer
+        )
+    return atomic_torch_save(path, ckpt)
+
+
+def load_model(
+    source: str | os.PathLike[str], *, name: str | None = None, trust_pickle: bool = False
+):
+    """Build a detector for a checkpoint and load it strictly.
+
+    The architecture comes from ``name`` (a zoo name) if given, else from the config a damofd
+    checkpoint records in its meta (``damofd_config``); an official mmdet checkpoint has no such
+    record, so pass ``name`` for those.
+    """
+    from damofd.models.configs import DetectorConfig
+    from damofd.models.detector import SCRFD
+    from damofd.models.zoo import create_model
+
+    obj = read_checkpoint(source, trust_pickle=trust_pickle)
+    if name is not None:
+        model = create_model(name, init=False)
+    else:
+        meta = obj.get("meta") if isinstance(obj.get("meta"), Mapping) else {}
+        cfg = meta.get("damofd_config") if meta else None
+        if cfg is None:
+            raise CheckpointError(
+                f"checkpoint {str(source)!r} does not record its architecture (no "
+                "meta['damofd_config']); pass the zoo name, e.g. name='damofd-10g'"
+            )
+        model = SCRFD(DetectorConfig.from_dict(cfg), init=False, name=meta.get("model_name"))
+    try:
+        load_checkpoint(model, obj if "state_dict" in obj else {"state_dict": obj})
+    except CheckpointError as e:
+        raise CheckpointError(f"{str(source)!r}: {e}") from None
+    return model

@@ -1,0 +1,5 @@
+"""Necks."""
+
+from damofd.models.necks.pafpn import PAFPN
+
+__all__ = ["PAFPN"]

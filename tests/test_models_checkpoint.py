@@ -1,0 +1,245 @@
+"""Checkpoints in the official mmdet layout: key grammar and counts, strict loading, errors."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from damofd.models import create_model, load_checkpoint, load_model, save_checkpoint
+from damofd.models.checkpoint import CheckpointError, group_keys, read_checkpoint
+from damofd.models.zoo import list_models
+from tests._models_util import zoo_model
+
+# reference spec §8.4 and scrfd-spec §5 (num_batches_tracked and integral.project included)
+KEY_COUNTS = {
+    "damofd-0.5g": 296,
+    "damofd-0.5g-kps": 298,
+    "damofd-2.5g": 374,
+    "damofd-2.5g-kps": 376,
+    "damofd-10g": 593,
+    "damofd-10g-kps": 595,
+    "damofd-34g": 722,
+    "damofd-34g-kps": 724,
+    "scrfd-500m": 214,
+    "scrfd-500m-kps": 285,
+    "scrfd-1g": 190,
+    "scrfd-1g-bn": 258,
+    "scrfd-1.3g": 226,
+    "scrfd-2.5g": 226,
+    "scrfd-2.5g-kps": 270,
+    "scrfd-10g": 217,
+    "scrfd-10g-kps": 276,
+    "scrfd-34g": 850,
+}
+
+
+def test_every_zoo_model_has_the_official_key_count() -> None:
+    assert set(KEY_COUNTS) == set(list_models())
+    assert {n: len(zoo_model(n).state_dict()) for n in KEY_COUNTS} == KEY_COUNTS
+
+
+@pytest.mark.parametrize(
+    "name, keys",
+    [
+        (
+            "damofd-0.5g-kps",
+            [
+                "backbone.module_list.0.module_list.0.netblock.weight",
+                "backbone.module_list.0.module_list.1.netblock.num_batches_tracked",
+                "backbone.module_list.1.module_list.0.module_list.3.netblock.weight",
+                "backbone.module_list.1.module_list.0.proj.0.bias",
+                "backbone.module_list.1.module_list.0.proj.1.running_var",
+                "neck.lateral_convs.0.conv.weight",
+                "neck.downsample_convs.1.conv.bias",
+                "neck.pafpn_convs.1.conv.weight",
+                "bbox_head.cls_stride_convs.0.0.depthwise_conv.conv.weight",
+                "bbox_head.cls_stride_convs.0.1.pointwise_conv.gn.bias",
+                "bbox_head.stride_cls.0.weight",
+                "bbox_head.stride_reg.0.bias",
+                "bbox_head.stride_kps.0.weight",
+                "bbox_head.scales.2.scale",
+                "bbox_head.integral.project",
+            ],
+        ),
+        (
+            "damofd-10g",
+            [
+                "backbone.module_list.1.module_list.2.module_list.7.netblock.running_mean",
+                "backbone.module_list.4.module_list.0.module_list.4.netblock.weight",
+                "bbox_head.cls_stride_convs.0.2.conv.weight",
+                "bbox_head.cls_stride_convs.0.2.gn.weight",
+            ],
+        ),
+        (
+            "scrfd-500m-kps",
+            [
+                "backbone.stem.0.0.weight",
+                "backbone.stem.1.4.running_var",
+                "backbone.layer4.5.3.weight",
+                "bbox_head.cls_stride_convs.(8, 8).0.depthwise_conv.bn.running_var",
+                "bbox_head.cls_stride_convs.(16, 16).1.pointwise_conv.bn.weight",
+                "bbox_head.stride_kps.(32, 32).weight",
+                "bbox_head.stride_kps.(16, 16).bias",
+            ],
+        ),
+        (
+            "scrfd-2.5g-kps",
+            [
+                "backbone.layer2.0.downsample.1.weight",
+                "backbone.layer3.0.downsample.2.running_var",
+                "bbox_head.cls_stride_convs.(8, 8).0.bn.running_var",
+                "bbox_head.stride_reg.(32, 32).weight",
+                "bbox_head.scales.1.scale",
+            ],
+        ),
+        (
+            "scrfd-34g",
+            [
+                "backbone.stem.6.weight",
+                "backbone.stem.7.num_batches_tracked",
+                "backbone.layer1.0.downsample.1.weight",
+                "backbone.layer1.0.downsample.2.running_mean",
+                "backbone.layer1.16.conv3.weight",
+                "backbone.layer4.7.bn3.bias",
+                "bbox_head.cls_stride_convs.0.1.gn.weight",
+                "bbox_head.scales.0.scale",
+            ],
+        ),
+    ],
+)
+def test_official_key_names(name: str, keys: list[str]) -> None:
+    sd = zoo_model(name).state_dict()
+    missing = [k for k in keys if k not in sd]
+    assert not missing
+    if name == "scrfd-500m-kps":
+        assert not any(k.startswith("bbox_head.scales") for k in sd)  # scale_mode 0
+    if name == "scrfd-34g":
+        assert "backbone.layer1.0.downsample.1.bias" not in sd  # shortcut conv has no bias
+        assert not any(k.startswith(("backbone.conv1", "backbone.bn1")) for k in sd)
+    assert not any(".reg_stride_convs." in k for k in sd)  # empty lists (cls_reg_share)
+    assert sd["bbox_head.integral.project"].tolist() == [float(i) for i in range(9)]
+    assert sd["bbox_head.integral.project"].ndim == 1
+
+
+@pytest.mark.parametrize("name", list_models("damofd"))
+def test_damofd_checkpoint_round_trip(name: str, tmp_path: Path) -> None:
+    src = zoo_model(name)
+    path = save_checkpoint(src, tmp_path / "ckpt" / "epoch_1.pth", meta={"epoch": 1, "iter": 7})
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(raw) == {"meta", "state_dict"}
+    assert len(raw["state_dict"]) == KEY_COUNTS[name]
+    assert raw["meta"]["epoch"] == 1 and raw["meta"]["model_name"] == name
+    dst = create_model(name, init=False)
+    with torch.no_grad():
+        for p in dst.parameters():
+            p.zero_()
+    meta = load_checkpoint(dst, path)
+    assert meta["iter"] == 7
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k
+    again = load_model(path)  # architecture from meta['damofd_config']
+    assert again.config == src.config and again.name == name
+
+
+def test_mmdet_layout_variants(tmp_path: Path) -> None:
+    src = zoo_model("scrfd-2.5g-kps")
+    sd = src.state_dict()
+    variants = {
+        "full.pth": {
+            "meta": {"epoch": 640, "mmdet_version": "2.7.0", "CLASSES": ("FG",)},
+            "state_dict": sd,
+            "optimizer": {"state": {}, "param_groups": [{"lr": 0.01, "params": [0, 1]}]},
+        },
+        "ddp.pth": {"meta": {}, "state_dict": {f"module.{k}": v for k, v in sd.items()}},
+        "bare.pth": dict(sd),
+    }
+    for fname, obj in variants.items():
+        torch.save(obj, tmp_path / fname)
+        dst = create_model("scrfd-2.5g-kps", init=False)
+        meta = load_checkpoint(dst, tmp_path / fname)
+        assert torch.equal(
+            dst.state_dict()["bbox_head.stride_kps.(8, 8).weight"],
+            sd["bbox_head.stride_kps.(8, 8).weight"],
+        )
+        assert meta.get("epoch") == (640 if fname == "full.pth" else None)
+    with pytest.raises(CheckpointError, match="does not record its architecture"):
+        load_model(tmp_path / "bare.pth")
+    assert load_model(tmp_path / "bare.pth", name="scrfd-2.5g-kps").use_kps
+
+
+def test_mismatch_reports_grouped_keys(tmp_path: Path) -> None:
+    path = save_checkpoint(zoo_model("damofd-2.5g"), tmp_path / "d25.pth")
+    dst = create_model("damofd-0.5g", init=False)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(dst, path)
+    msg = str(err.value)
+    assert "d25.pth" in msg and "does not fit the model" in msg
+    assert "missing keys (" in msg and "unexpected keys (" in msg
+    assert "backbone.module_list.1.* (" in msg
+    assert "shape mismatches" in msg
+    assert all(torch.equal(before[k], v) for k, v in dst.state_dict().items())  # nothing loaded
+
+
+def test_kps_mismatch_hint_and_shape_message() -> None:
+    sd = zoo_model("damofd-0.5g-kps").state_dict()
+    with pytest.raises(CheckpointError, match=r"bbox_head\.stride_kps\.0\.\* \(2 keys\).*use_kps"):
+        load_checkpoint(create_model("damofd-0.5g", init=False), {"state_dict": sd})
+    bad = dict(sd)
+    bad["bbox_head.stride_cls.0.weight"] = torch.zeros(4, 64, 3, 3)
+    with pytest.raises(
+        CheckpointError,
+        match=r"bbox_head\.stride_cls\.0\.weight \(checkpoint \[4, 64, 3, 3\] vs model "
+        r"\[2, 64, 3, 3\]\)",
+    ):
+        load_checkpoint(create_model("damofd-0.5g-kps", init=False), bad)
+
+
+def test_non_strict_load_reports() -> None:
+    sd = zoo_model("damofd-0.5g-kps").state_dict()
+    dst = create_model("damofd-0.5g", init=False)
+    meta = load_checkpoint(dst, {"state_dict": sd}, strict=False)
+    report = meta["_load_report"]
+    assert report.unexpected == ("bbox_head.stride_kps.0.weight", "bbox_head.stride_kps.0.bias")
+    assert torch.equal(
+        dst.state_dict()["neck.fpn_convs.0.conv.weight"], sd["neck.fpn_convs.0.conv.weight"]
+    )
+
+
+def test_group_keys() -> None:
+    keys = [f"backbone.module_list.3.module_list.{i}.netblock.weight" for i in range(42)]
+    keys += ["bbox_head.scales.0.scale", "neck.a", "neck.b"]
+    assert group_keys(keys) == [
+        "backbone.module_list.3.* (42 keys)",
+        "bbox_head.scales.0.scale",
+        "neck.a",
+        "neck.b",
+    ]
+    many = [f"p{i}.x.y.z" for i in range(20)]
+    out = group_keys(many, max_groups=5)
+    assert len(out) == 6 and out[-1] == "… 15 more groups"
+
+
+class _Arbitrary:
+    pass
+
+
+def test_read_checkpoint_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
+        read_checkpoint(tmp_path / "nope.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"junk\.pth"):
+        read_checkpoint(tmp_path / "junk.pth")
+    with open(tmp_path / "obj.pth", "wb") as f:
+        pickle.dump({"state_dict": {}, "meta": _Arbitrary()}, f, protocol=2)
+    with pytest.raises(CheckpointError, match="trust_pickle=True"):
+        read_checkpoint(tmp_path / "obj.pth")
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(CheckpointError, match="expected a dict"):
+        read_checkpoint(tmp_path / "list.pth")
+    torch.save({"state_dict": {"a": 1}}, tmp_path / "nontensor.pth")
+    with pytest.raises(CheckpointError, match="non-tensor entries a"):
+        load_checkpoint(create_model("scrfd-500m", init=False), tmp_path / "nontensor.pth")
