@@ -1,0 +1,99 @@
+"""``damofd export``: export a detector to ONNX (official batched SCRFD layout).
+
+Examples::
+
+    damofd export damofd-0.5g-kps --weights epoch_640.pth --out damofd_0.5g_kps.onnx
+    damofd export work_dirs/run1/latest.pth --out run1.onnx --simplify
+    damofd export scrfd-2.5g-kps --weights det_2.5g.onnx --out det_2.5g_batched.onnx
+    damofd export damofd-0.5g --weights e.pth --out d05_480x640.onnx --shape 480 640 --batch 4
+
+Without ``--shape`` the file has dynamic batch, height and width (traced at 640×640); with
+``--shape H W`` every axis is fixed (add ``--dynamic`` to keep them free and only trace at H×W).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "export a detector to ONNX (input input.1, outputs score_8 … kps_32, (B, N, C))"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="zoo name (with --weights), damofd .pth checkpoint, ONNX file (re-export) or "
+        "ModelScope folder",
+    )
+    parser.add_argument(
+        "--weights", metavar="FILE", help=".pth checkpoint or ONNX file for a zoo name"
+    )
+    parser.add_argument("--out", required=True, metavar="FILE", help="the .onnx file to write")
+    parser.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="dynamic batch/height/width axes (the default without --shape)",
+    )
+    parser.add_argument(
+        "--shape",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
+        help="input height and width, multiples of 32 (fixes the axes unless --dynamic)",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=1, metavar="N", help="batch of the (fixed) input (default 1)"
+    )
+    parser.add_argument("--opset", type=int, default=11, metavar="N", help="ONNX opset (≥ 11)")
+    parser.add_argument(
+        "--simplify", action="store_true", help="simplify with onnxslim (damofd[simplify])"
+    )
+    parser.add_argument(
+        "--random-init",
+        action="store_true",
+        help="allow a zoo name without --weights (untrained weights; for timing and tests)",
+    )
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip the onnxruntime-vs-PyTorch check before writing",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+
+
+def run(args: argparse.Namespace) -> int:
+    from damofd.export.onnx import export_onnx_detailed
+
+    dynamic = bool(args.dynamic or args.shape is None)
+    res = export_onnx_detailed(
+        args.model,
+        args.out,
+        weights=args.weights,
+        dynamic=dynamic,
+        shape=args.shape,
+        batch=args.batch,
+        opset=args.opset,
+        simplify=args.simplify,
+        verify=not args.no_verify,
+        allow_random=args.random_init,
+    )
+    if args.json:
+        sys.stdout.write(json.dumps(res.to_dict(), indent=2) + "\n")
+        return 0
+    b, _, h, w = res.input_shape
+    axes = "dynamic batch/height/width" if res.dynamic else f"fixed {b}x3x{h}x{w}"
+    lines = [
+        f"wrote {res.path} ({res.num_bytes / 1e6:.2f} MB, opset {res.opset}, {axes}"
+        f"{', simplified' if res.simplified else ''}, {res.seconds:.1f} s)",
+        f"input  input.1 {b}x3x{h}x{w} (traced)",
+    ]
+    lines += [
+        f"output {n} {'x'.join(str(d) for d in s)}"
+        for n, s in zip(res.output_names, res.output_shapes)
+    ]
+    if res.max_abs_diff is not None:
+        lines.append(f"onnxruntime vs PyTorch: max |diff| {res.max_abs_diff:.2e}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0

@@ -1,0 +1,721 @@
+"""End-to-end WIDER FACE evaluation: run a detector over a WIDER split, write the per-image
+prediction files, evaluate them (``damofd eval``).
+
+::
+
+    from damofd.evaluation.run import run_wider_eval
+    run = run_wider_eval("det_500m.onnx", "WIDER_val", protocol="insightface", subset=True)
+    print(run.result.easy, run.result.medium, run.result.hard, run.images_per_s)
+
+Inputs:
+
+* ``wider_root``: a WIDER split folder holding ``images/<event>/<name>.jpg`` (``WIDER_val``);
+  the ``images`` folder itself is accepted too;
+* ground truth (:func:`damofd.evaluation.load_wider_gt`): ``--gt``, else
+  ``<wider_root>/../ground_truth`` or ``<wider_root>/gt`` when one holds ``wider_face_val.mat``.
+
+Detection follows the chosen test protocol of :mod:`damofd.inference.preprocess` (default
+``vga``: reference spec §4.5 mode 0, keep-ratio into 640×640, score threshold 0.02, NMS 0.45) and
+is batched. Every image's detections are written **atomically** to
+``<work_dir>/<event>/<name>.txt`` in the layout of the reference ``tools/test_widerface.py``::
+
+    <event>/<name>.jpg
+    N
+    x y w h score          (``%.5f %.5f %.5f %.5f %g``; pixels, xywh with w = x2 − x1, no +1)
+
+so ``damofd eval-wider --pred <work_dir>`` gives the same numbers. The run is **resumable**: a
+file that is present and complete (name line, count, that many well-formed rows, final newline)
+is read back instead of recomputed. ``<work_dir>/run.json`` records the settings the files were
+made with (model and its sha256, backend, protocol, thresholds); a later run with different
+settings refuses to mix its detections with them unless ``fresh=True``. The evaluation reads
+the values as written (the same rounding the files carry) and the summary goes to
+``<work_dir>/results.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from damofd.errors import ConfigError, InputError
+from damofd.evaluation.ground_truth import GT_FILES, WiderGroundTruth, load_wider_gt
+from damofd.evaluation.predictions import image_name
+from damofd.evaluation.widerface import WiderResult, evaluate_wider
+
+__all__ = [
+    "DEFAULT_EVAL_SCORE_THR",
+    "EvalRun",
+    "WiderImage",
+    "default_work_dir",
+    "find_ground_truth",
+    "format_prediction_txt",
+    "list_wider_images",
+    "parse_prediction_txt",
+    "run_wider_eval",
+]
+
+#: Score threshold of the WIDER protocol (reference ``tools/test_widerface.py --thr``).
+DEFAULT_EVAL_SCORE_THR = 0.02
+_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+_MANIFEST = "run.json"
+_RESULTS = "results.json"
+_MANIFEST_VERSION = 1
+
+
+# ----------------------------------------------------------------------------------------------
+# inputs
+
+
+@dataclass(frozen=True)
+class WiderImage:
+    """One image of a WIDER split: ``images/<event>/<file>``."""
+
+    event: str
+    file: str
+    path: Path
+
+    @property
+    def name(self) -> str:
+        """Image key (file name without extension), as in the ground truth."""
+        return image_name(self.file)
+
+    @property
+    def key(self) -> str:
+        """``"<event>/<name>"``."""
+        return f"{self.event}/{self.name}"
+
+
+def list_wider_images(wider_root: str | os.PathLike[str]) -> list[WiderImage]:
+    """Every image under ``<wider_root>/images/<event>/`` (or ``<wider_root>/<event>/``), sorted
+    by event and file name. Raises :class:`InputError` when there is none."""
+    root = Path(wider_root)
+    if not root.is_dir():
+        raise InputError(f"--wider-root {str(root)!r} is not a folder")
+    images_dir = root / "images" if (root / "images").is_dir() else root
+    out: list[WiderImage] = []
+    for event_dir in sorted(p for p in images_dir.iterdir() if p.is_dir()):
+        if event_dir.name.startswith("."):
+            continue
+        for f in sorted(event_dir.iterdir()):
+            if f.suffix.lower() in _IMAGE_EXTS and not f.name.startswith(".") and f.is_file():
+                out.append(WiderImage(event_dir.name, f.name, f))
+    if not out:
+        raise InputError(
+            f"no images found under {str(images_dir)!r}: expected "
+            f"images/<event>/<name>.jpg (e.g. WIDER_val/images/0--Parade/0_Parade_...jpg)"
+        )
+    seen: dict[str, WiderImage] = {}
+    for im in out:
+        other = seen.setdefault(im.name, im)
+        if other is not im:
+            raise InputError(
+                f"image name {im.name!r} appears twice: {other.path} and {im.path} (WIDER image "
+                f"names are unique across events)"
+            )
+    return out
+
+
+def find_ground_truth(
+    wider_root: str | os.PathLike[str], gt: str | os.PathLike[str] | None = None
+) -> Path:
+    """``gt`` if given, else ``<wider_root>/../ground_truth`` or ``<wider_root>/gt`` when it holds
+    ``wider_face_val.mat``; otherwise :class:`InputError` asking for ``--gt``."""
+    if gt is not None:
+        return Path(gt)
+    root = Path(wider_root)
+    candidates = [root.parent / "ground_truth", root / "gt"]
+    for c in candidates:
+        if (c / GT_FILES["face"]).is_file():
+            return c
+    raise InputError(
+        f"no ground truth found for --wider-root {str(root)!r} (looked for "
+        f"{' and '.join(repr(str(c / GT_FILES['face'])) for c in candidates)}); pass --gt DIR, "
+        f"the folder with wider_face_val.mat and wider_{{easy,medium,hard}}_val.mat"
+    )
+
+
+def default_work_dir(model_label: str, protocol: str) -> Path:
+    """``./runs/eval/<model>-<protocol>`` (characters unsafe in a folder name replaced)."""
+    safe = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in f"{model_label}-{protocol}")
+    return Path("runs") / "eval" / safe
+
+
+# ----------------------------------------------------------------------------------------------
+# prediction files
+
+_ROW_FMT = "%.5f %.5f %.5f %.5f %g"
+
+
+def format_prediction_txt(event: str, file: str, boxes: np.ndarray, scores: np.ndarray) -> str:
+    """The reference prediction file of one image.
+
+    ``boxes``: (N, 4) ``xyxy`` in original-image pixels (float32 as the detector returns them;
+    ``w = x2 − x1`` is computed in that precision, like the reference); ``scores``: (N,) sorted
+    descending. Line 1 ``<event>/<file>``, line 2 ``N``, then ``x y w h score`` rows.
+    """
+    b = np.asarray(boxes)
+    s = np.asarray(scores)
+    rows = np.empty((b.shape[0], 5), dtype=np.float64)
+    rows[:, 0:2] = b[:, 0:2]
+    rows[:, 2:4] = b[:, 2:4] - b[:, 0:2]
+    rows[:, 4] = s
+    buf = io.StringIO()
+    buf.write(f"{event}/{file}\n{b.shape[0]}\n")
+    if b.shape[0]:
+        np.savetxt(buf, rows, fmt=_ROW_FMT)
+    return buf.getvalue()
+
+
+def parse_prediction_txt(data: bytes, expected_name: str) -> np.ndarray | None:
+    """(N, 5) float64 ``[x, y, w, h, score]`` rows of a complete prediction file, else None.
+
+    Complete means: UTF-8, ends with a newline, line 1 names ``expected_name`` (with or without
+    event and extension), line 2 is a count N ≥ 0, and exactly N non-blank rows of five finite
+    numbers follow. A truncated or foreign file gives None (it is then recomputed).
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not text.endswith("\n"):
+        return None
+    lines = text.splitlines()
+    if len(lines) < 2 or image_name(lines[0]) != expected_name:
+        return None
+    try:
+        n = int(lines[1])
+    except ValueError:
+        return None
+    body = [ln for ln in lines[2:] if ln.strip()]
+    if n < 0 or len(body) != n:
+        return None
+    if n == 0:
+        return np.zeros((0, 5), dtype=np.float64)
+    tokens = " ".join(body).split()
+    if len(tokens) != 5 * n:
+        return None
+    try:
+        values = np.array(tokens, dtype=np.float64)
+    except ValueError:
+        return None
+    if not np.isfinite(values).all():
+        return None
+    return values.reshape(n, 5)
+
+
+def _remove_stale_temporaries(event_dirs: Iterable[Path]) -> int:
+    """Delete ``.<name>.txt.*.tmp`` files left by a killed run (damofd.io's temporary names)."""
+    n = 0
+    for d in event_dirs:
+        if d.is_dir():
+            for p in d.glob(".*.txt.*.tmp"):
+                try:
+                    p.unlink()
+                    n += 1
+                except OSError:
+                    pass
+    return n
+
+
+# ----------------------------------------------------------------------------------------------
+# detector
+
+
+@dataclass
+class _Model:
+    detector: Any  # FaceDetector
+    label: str
+    identity: str
+    backend: str
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _sha256_module(model: Any) -> str:
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _identity_of_spec(spec: str, weights: str | os.PathLike[str] | None) -> str:
+    p = Path(spec)
+    ident = f"file:{p.name}:sha256:{_sha256_file(p)}" if p.is_file() else f"name:{spec}"
+    if weights is not None:
+        w = Path(os.fspath(weights))
+        ident += f"+weights:{w.name}:sha256:{_sha256_file(w)}" if w.is_file() else ""
+    return ident
+
+
+def _identity_of_detector(det: Any) -> str:
+    path = getattr(det.backend, "path", None)
+    if isinstance(path, Path) and path.is_file():
+        return f"file:{path.name}:sha256:{_sha256_file(path)}"
+    model = getattr(det.backend, "model", None)
+    if model is not None and hasattr(model, "state_dict"):
+        return f"module:sha256:{_sha256_module(model)}"
+    return f"backend:{det.backend.description}"
+
+
+def _label_of_detector(det: Any) -> str:
+    path = getattr(det.backend, "path", None)
+    if isinstance(path, Path):
+        return path.stem
+    model = getattr(det.backend, "model", None)
+    return str(getattr(model, "name", None) or "model")
+
+
+def _build_model(
+    model: Any,
+    *,
+    backend: str | None,
+    weights: str | os.PathLike[str] | None,
+    common: dict[str, Any],
+    device: str,
+    fp16: bool,
+    threads: int | None,
+) -> _Model:
+    """A FaceDetector for ``model`` plus a label (work-dir name) and an identity (manifest).
+
+    With ``backend="onnx"`` a PyTorch model is returned on the torch backend all the same;
+    :func:`_to_onnx` converts it once the work dir is known to be usable.
+    """
+    from torch import nn
+
+    from damofd.inference import FaceDetector
+
+    if backend not in (None, "torch", "onnx"):
+        raise ConfigError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+    torch_kw = {"device": device, "fp16": fp16}
+    if isinstance(model, FaceDetector):
+        if weights is not None:
+            raise ConfigError("weights= cannot be combined with a FaceDetector")
+        # a shallow copy keeps its sessions (and worker sessions); only the settings change
+        det = copy.copy(model)
+        det.protocol = common["protocol"]
+        det.score_thr = common["score_thr"]
+        det.nms_thr = common["nms_thr"]
+        det.batch_size = common["batch_size"]
+        kind = "onnx" if hasattr(det.backend, "session") else "torch"
+        if backend is not None and backend != kind:
+            raise ConfigError(f"the FaceDetector given runs on {kind}, not {backend}")
+        return _Model(det, _label_of_detector(det), _identity_of_detector(det), kind)
+    if isinstance(model, nn.Module):
+        if weights is not None:
+            raise ConfigError("weights= cannot be combined with a model module")
+        det = FaceDetector.from_model(model, **torch_kw, **common)
+        label = _label_of(model)
+        ident = f"module:sha256:{_sha256_module(model)}"
+        kind = "torch"
+    elif isinstance(model, (str, os.PathLike)):
+        spec = os.fspath(model)
+        p = Path(spec)
+        is_onnx = p.suffix.lower() == ".onnx"
+        if is_onnx and not p.is_file():
+            raise InputError(f"{spec}: ONNX file not found")
+        label = _label_of(spec)
+        ident = _identity_of_spec(spec, weights)
+        if is_onnx and weights is not None:
+            raise ConfigError(f"{spec} is an ONNX file; --weights is for a zoo name")
+        if is_onnx and backend != "torch":
+            det = FaceDetector.from_onnx(p, threads=threads, **common)
+            return _Model(det, label, ident, "onnx")
+        if is_onnx:
+            from damofd.models.onnx_import import detect_onnx_config
+
+            det = FaceDetector.from_zoo(detect_onnx_config(p), weights=p, **torch_kw, **common)
+        elif weights is not None:
+            det = FaceDetector.from_zoo(spec, weights=weights, **torch_kw, **common)
+        else:
+            det = FaceDetector.from_pretrained(spec, **torch_kw, **common)
+        kind = "torch"
+    else:
+        raise ConfigError(
+            f"model must be a path, a zoo name, an SCRFD module or a FaceDetector, got {model!r}"
+        )
+    return _Model(det, label, ident, kind)
+
+
+def _to_onnx(built: _Model, onnx_path: Path, threads: int | None, common: dict[str, Any]) -> _Model:
+    """Export a torch-backend model to ``onnx_path`` and run it with onnxruntime instead."""
+    from damofd.export.onnx import export_onnx
+    from damofd.inference import FaceDetector
+
+    path = export_onnx(built.detector.backend.model, onnx_path)
+    det = FaceDetector.from_onnx(path, threads=threads, **common)
+    return _Model(det, built.label, built.identity, "onnx")
+
+
+def _label_of(model: Any) -> str:
+    """Model label used for the default work dir."""
+    from torch import nn
+
+    if isinstance(model, (str, os.PathLike)):
+        p = Path(os.fspath(model))
+        return p.stem if (p.is_file() or p.is_dir()) else os.fspath(model).replace("/", "_")
+    if isinstance(model, nn.Module):
+        return str(getattr(model, "name", None) or "model")
+    if hasattr(model, "backend"):
+        return _label_of_detector(model)
+    return "model"
+
+
+# ----------------------------------------------------------------------------------------------
+# result
+
+
+@dataclass
+class EvalRun:
+    """Outcome of :func:`run_wider_eval`.
+
+    Attributes:
+        result: the :class:`~damofd.evaluation.WiderResult` (``.easy`` etc. in [0, 1]).
+        work_dir: folder holding ``<event>/<name>.txt``, ``run.json`` and ``results.json``.
+        gt: ground-truth folder used.
+        settings: what the detections depend on (model identity, backend, protocol, thresholds).
+        images: images evaluated.
+        detected: keys (``event/name``) detected in this run.
+        reused: keys whose complete prediction file was kept from an earlier run.
+        timings: seconds: ``read_gt``, ``load_model``, ``detect`` (reading images, network,
+            decoding, writing files), ``evaluate`` (the protocol), ``total``.
+    """
+
+    result: WiderResult
+    work_dir: Path
+    gt: Path
+    settings: dict[str, Any]
+    images: int
+    detected: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    batch_size: int = 1
+
+    @property
+    def images_per_s(self) -> float | None:
+        """Detection throughput of this run (None when nothing was detected)."""
+        t = self.timings.get("detect", 0.0)
+        return len(self.detected) / t if self.detected and t > 0 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``eval-wider`` JSON summary plus the run settings, timing and throughput."""
+        out = self.result.to_dict()
+        out["pred"] = str(self.work_dir)
+        out["gt"] = str(self.gt)
+        out.update(
+            model=self.settings["model"],
+            backend=self.settings["backend"],
+            protocol=self.settings["protocol"],
+            score_thr=self.settings["score_thr"],
+            nms_thr=self.settings["nms_thr"],
+            work_dir=str(self.work_dir),
+            detection={
+                "images": self.images,
+                "detected": len(self.detected),
+                "reused": len(self.reused),
+                "batch_size": self.batch_size,
+                "seconds": round(self.timings.get("detect", 0.0), 3),
+                "images_per_s": None if self.images_per_s is None else round(self.images_per_s, 3),
+            },
+        )
+        out["timings"] = {
+            **out.get("timings", {}),
+            **{k: round(v, 3) for k, v in self.timings.items()},
+        }
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# driver
+
+
+def _check_against_gt(
+    images: Sequence[WiderImage], gt: WiderGroundTruth, subset: bool, gt_dir: Path
+) -> None:
+    unknown = [im for im in images if gt.index_of(im.name) is None]
+    if unknown:
+        ex = ", ".join(str(im.path) for im in unknown[:3])
+        raise InputError(
+            f"{len(unknown)} image(s) are not in the ground truth {str(gt_dir)!r}: {ex}"
+            f"{', …' if len(unknown) > 3 else ''} (wrong --gt or split?)"
+        )
+    wrong = [im for im in images if gt.events[gt.index_of(im.name)] != im.event]  # type: ignore[index]
+    if wrong:
+        im = wrong[0]
+        raise InputError(
+            f"{im.path}: sits in event folder {im.event!r}, the ground truth puts it in "
+            f"{gt.events[gt.index_of(im.name)]!r}"  # type: ignore[index]
+        )
+    if not subset and len(images) < len(gt):
+        have = {im.name for im in images}
+        missing = [k for k, n in zip(gt.keys, gt.names) if n not in have]
+        raise InputError(
+            f"{len(missing)} of {len(gt)} ground-truth images are not under the wider root "
+            f"(e.g. {', '.join(missing[:3])}); pass --subset (subset=True) to evaluate only the "
+            f"{len(images)} images present"
+        )
+
+
+def _prefetch(paths: Sequence[Path], ahead: int) -> Iterator[Any]:
+    """Decode images in a background thread, ``ahead`` images in advance (cv2 releases the GIL,
+    so decoding overlaps the network). Yields BGR arrays, or the path when it cannot be read
+    (the detector then reports the error for that input)."""
+    from damofd.errors import DamoFDError
+    from damofd.inference.image_io import load_image
+
+    def load(p: Path) -> Any:
+        try:
+            return load_image(str(p))
+        except DamoFDError:
+            return str(p)
+
+    if ahead <= 0:
+        yield from (load(p) for p in paths)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="damofd-eval-read") as pool:
+        pending: list[Future[Any]] = []
+        it = iter(paths)
+        for p in it:
+            pending.append(pool.submit(load, p))
+            if len(pending) > ahead:
+                break
+        while pending:
+            fut = pending.pop(0)
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(load, nxt))
+            yield fut.result()
+
+
+def run_wider_eval(
+    model: Any,
+    wider_root: str | os.PathLike[str],
+    gt: str | os.PathLike[str] | None = None,
+    *,
+    protocol: str = "vga",
+    score_thr: float = DEFAULT_EVAL_SCORE_THR,
+    nms_thr: float | None = None,
+    subset: bool = False,
+    work_dir: str | os.PathLike[str] | None = None,
+    batch_size: int = 8,
+    backend: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    fp16: bool = False,
+    threads: int | None = None,
+    limit: int | None = None,
+    fresh: bool = False,
+    progress: bool = False,
+) -> EvalRun:
+    """Detect faces in every image of a WIDER split, write the prediction files, evaluate.
+
+    Args:
+        model: an ONNX file (official SCRFD/insightface or ours), a ``.pth`` checkpoint, a zoo
+            name (with ``weights``; DamoFD names without weights go through ModelScope), a
+            ModelScope id or folder, an :class:`~damofd.models.SCRFD` module or a
+            :class:`~damofd.inference.FaceDetector` (its backend is reused).
+        wider_root: split folder with ``images/<event>/<name>.jpg``.
+        gt: ground-truth folder; default :func:`find_ground_truth`.
+        protocol: ``vga`` (default, published-AP protocol), ``original``, ``insightface``
+            (official ONNX wrapper) or ``HxW``.
+        score_thr: keep detections above this (protocol: 0.02).
+        nms_thr: NMS IoU threshold; None = the protocol's (0.45, insightface 0.4).
+        subset: evaluate only the ground-truth images present under ``wider_root`` (default:
+            every ground-truth image must be there, checked before any detection).
+        work_dir: where the prediction files go; default ``./runs/eval/<model>-<protocol>``.
+        batch_size: images per forward pass.
+        backend: ``"onnx"`` or ``"torch"``; default onnx for an ONNX file, torch otherwise (a
+            PyTorch model with ``"onnx"`` is exported to ``<work_dir>/model.onnx`` first).
+        weights: ``.pth`` or ONNX weights for a zoo name.
+        device, fp16: PyTorch device and half precision (CUDA only).
+        threads: onnxruntime intra-op threads (default: one per core).
+        limit: only the first ``limit`` images (sorted by event and name); implies ``subset``.
+        fresh: ignore (and overwrite) existing prediction files, even made with other settings.
+        progress: show a tqdm progress bar on stderr.
+
+    Returns:
+        :class:`EvalRun`; ``run.to_dict()`` is what ``damofd eval --json`` prints.
+
+    Raises:
+        InputError: missing folders/files, images not in the ground truth, missing images in
+            strict mode, a work dir holding predictions made with other settings, images that
+            cannot be read (after the others are done and saved).
+        ConfigError: bad option combination.
+    """
+    from damofd.inference.preprocess import get_protocol
+    from damofd.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+
+    t_start = time.perf_counter()
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be ≥ 1, got {limit}")
+    if not score_thr >= 0:
+        raise ConfigError(f"score_thr must be ≥ 0, got {score_thr}")
+    proto = get_protocol(protocol)
+    images = list_wider_images(wider_root)
+    if limit is not None:
+        images = images[:limit]
+        subset = True
+    gt_dir = find_ground_truth(wider_root, gt)
+    t0 = time.perf_counter()
+    gt_all = load_wider_gt(gt_dir)
+    t_gt = time.perf_counter() - t0
+    _check_against_gt(images, gt_all, subset, gt_dir)
+
+    common = {
+        "protocol": proto,
+        "score_thr": float(score_thr),
+        "nms_thr": nms_thr,
+        "batch_size": int(batch_size),
+    }
+    wd = Path(work_dir) if work_dir is not None else default_work_dir(_label_of(model), proto.name)
+    wd = wd.absolute()
+    ensure_writable_dir(wd, "work dir")
+    t0 = time.perf_counter()
+    built = _build_model(
+        model,
+        backend=backend,
+        weights=weights,
+        common=common,
+        device=device,
+        fp16=fp16,
+        threads=threads,
+    )
+    det = built.detector
+    kind = "onnx" if backend == "onnx" else built.backend
+    settings = {
+        "version": _MANIFEST_VERSION,
+        "model": built.label,
+        "model_id": built.identity,
+        "backend": kind,
+        "fp16": bool(fp16) and kind == "torch",
+        "protocol": det.protocol.name,
+        "protocol_size": list(det.protocol.size) if det.protocol.size else None,
+        "score_thr": float(score_thr),
+        "nms_thr": float(nms_thr) if nms_thr is not None else det.protocol.nms_thr,
+    }
+    manifest = wd / _MANIFEST
+    had_manifest = manifest.is_file()
+    if had_manifest and not fresh:
+        try:
+            old = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = None
+        if not isinstance(old, dict):
+            raise InputError(f"{manifest}: unreadable run record; use --fresh to start over")
+        diff = [k for k in settings if old.get(k) != settings[k]]
+        if diff:
+            desc = "; ".join(f"{k}: {old.get(k)!r} → {settings[k]!r}" for k in diff)
+            raise InputError(
+                f"work dir {str(wd)!r} holds predictions made with other settings ({desc}); use "
+                f"another --work-dir, or --fresh to recompute them"
+            )
+    if kind != built.backend:
+        built = _to_onnx(built, wd / "model.onnx", threads, common)
+        det = built.detector
+    t_load = time.perf_counter() - t0
+    atomic_write_json(manifest, settings)
+
+    events = sorted({im.event for im in images})
+    _remove_stale_temporaries(wd / e for e in events)
+    rows: dict[str, np.ndarray] = {}
+    reused: list[str] = []
+    if not fresh:
+        for im in images:
+            f = wd / im.event / f"{im.name}.txt"
+            try:
+                data = f.read_bytes()
+            except OSError:
+                continue
+            r = parse_prediction_txt(data, im.name)
+            if r is not None:
+                rows[im.key] = r
+                reused.append(im.key)
+    if reused and not had_manifest:
+        warnings.warn(
+            f"reusing {len(reused)} prediction files found in {str(wd)!r} without a run record "
+            f"({_MANIFEST}); they are assumed to come from this model and these settings (use "
+            f"--fresh to recompute them)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    todo = [im for im in images if im.key not in rows]
+
+    detected: list[str] = []
+    failed: list[str] = []
+    t0 = time.perf_counter()
+    if todo:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=len(todo),
+            desc=f"{built.label} [{det.protocol.name}]",
+            unit="img",
+            disable=not progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        try:
+            inputs = _prefetch([im.path for im in todo], ahead=2 * int(batch_size))
+            for im, res in zip(todo, det.iter_predict(inputs)):
+                bar.update(1)
+                if res.error is not None:
+                    failed.append(f"{im.path}: {res.error}")
+                    continue
+                text = format_prediction_txt(im.event, im.file, res.boxes, res.scores)
+                atomic_write_text(wd / im.event / f"{im.name}.txt", text)
+                parsed = parse_prediction_txt(text.encode("utf-8"), im.name)
+                assert parsed is not None  # our own format
+                rows[im.key] = parsed
+                detected.append(im.key)
+        finally:
+            bar.close()
+    t_detect = time.perf_counter() - t0
+    if failed:
+        raise InputError(
+            f"{len(failed)} image(s) could not be read (the other predictions are saved in "
+            f"{str(wd)!r}; fix or remove them and re-run): {'; '.join(failed[:3])}"
+        )
+
+    t0 = time.perf_counter()
+    result = evaluate_wider({im.key: rows[im.key] for im in images}, gt_all, subset=subset)
+    t_eval = time.perf_counter() - t0
+    run = EvalRun(
+        result=result,
+        work_dir=wd,
+        gt=gt_dir,
+        settings=settings,
+        images=len(images),
+        detected=detected,
+        reused=reused,
+        batch_size=int(batch_size),
+        timings={
+            "read_gt": t_gt,
+            "load_model": t_load,
+            "detect": t_detect,
+            "evaluate": t_eval,
+            "total": time.perf_counter() - t_start,
+        },
+    )
+    atomic_write_json(wd / _RESULTS, run.to_dict())
+    return run
