@@ -1,0 +1,331 @@
+"""``damofd detect``: detect faces in images, folders, videos or a webcam.
+
+Examples::
+
+    damofd detect photo.jpg --onnx det_500m.onnx
+    damofd detect photos/ --onnx det_500m.onnx --json > faces.jsonl
+    damofd detect photos/ clip.mp4 --model damofd-0.5g-kps --weights e640.pth --save-vis
+    damofd detect --camera 0 --onnx det_500m.onnx --save-vis --max-frames 300
+
+Folders are searched recursively for images and videos. Unreadable inputs are reported on stderr
+and skipped; the final summary (stderr) says how many failed, and the exit status is 1 when any
+did (2 for a usage error). ``--json`` prints one JSON object per image (or video frame) on stdout:
+``{"path", "image_size", "scores", "boxes", "keypoints"}`` (+ ``"frame"`` for videos, ``"error"``
+for failures); boxes are ``[x1, y1, x2, y2]`` in original pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from damofd.errors import ConfigError, InputError
+
+HELP = "detect faces in images, folders, videos or a webcam"
+
+DEFAULT_CLI_SCORE_THR = 0.5
+DEFAULT_OUT = "damofd_detect_out"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="image files, folders (recursive), video files, http(s) URLs or a camera index",
+    )
+    src = parser.add_argument_group("model (one of)")
+    src.add_argument(
+        "--model",
+        help="zoo name (with --weights), ModelScope id or folder, or a .pth/.onnx path",
+    )
+    src.add_argument("--weights", help=".pth checkpoint (or ONNX file) for --model")
+    src.add_argument("--onnx", help="ONNX file: ours or an official SCRFD/insightface one")
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnx"),
+        help="inference backend (default: onnx for an ONNX file, torch otherwise)",
+    )
+    parser.add_argument(
+        "--score-thr",
+        type=float,
+        default=DEFAULT_CLI_SCORE_THR,
+        help=f"score threshold (default {DEFAULT_CLI_SCORE_THR}; WIDER evaluation uses 0.02)",
+    )
+    parser.add_argument(
+        "--nms-thr", type=float, help="NMS IoU threshold (default: the protocol's, 0.45 / 0.4)"
+    )
+    parser.add_argument(
+        "--max-faces", type=int, default=0, help="keep at most N faces per image (0: all)"
+    )
+    parser.add_argument(
+        "--protocol",
+        default="vga",
+        help="vga (default), original, insightface, or a size HxW such as 480x640",
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
+    parser.add_argument("--fp16", action="store_true", help="half precision (torch on CUDA)")
+    parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="onnxruntime sessions sharing each batch (data parallel; default 2 on the CPU "
+        "with ≥ 2 threads; 0: one session takes the whole batch)",
+    )
+    parser.add_argument(
+        "--out", help=f"output folder for detections.jsonl and drawings (default {DEFAULT_OUT})"
+    )
+    parser.add_argument(
+        "--save-vis", action="store_true", help="write annotated images/videos into --out"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON lines on stdout")
+    parser.add_argument("--camera", type=int, help="read from this camera index")
+    parser.add_argument("--max-frames", type=int, help="stop videos/cameras after N frames")
+    parser.add_argument(
+        "--url-timeout", type=float, default=10.0, help="seconds to wait for an http(s) URL"
+    )
+
+
+def build_detector(args: argparse.Namespace) -> Any:
+    """The :class:`FaceDetector` described by the CLI options."""
+    from damofd.inference import FaceDetector
+
+    common: dict[str, Any] = {
+        "protocol": args.protocol,
+        "score_thr": args.score_thr,
+        "nms_thr": args.nms_thr,
+        "max_faces": args.max_faces,
+        "batch_size": args.batch_size,
+        "url_timeout": args.url_timeout,
+    }
+    torch_kw = {"device": args.device, "fp16": args.fp16}
+    onnx_file = args.onnx
+    if onnx_file is None and args.weights and args.weights.lower().endswith(".onnx"):
+        onnx_file = args.weights
+    if onnx_file is None and args.model and args.model.lower().endswith(".onnx"):
+        onnx_file = args.model
+    if onnx_file is not None:
+        if args.backend == "torch":
+            return FaceDetector.from_zoo(
+                args.model or _detect_onnx_arch(onnx_file), weights=onnx_file, **torch_kw, **common
+            )
+        return FaceDetector.from_onnx(
+            onnx_file, threads=args.threads, workers=args.workers, **common
+        )
+    if args.backend == "onnx":
+        raise ConfigError(
+            "--backend onnx needs an ONNX file (--onnx); export a checkpoint with `damofd export`"
+        )
+    if args.weights:
+        if not args.model:
+            return FaceDetector.from_checkpoint(args.weights, **torch_kw, **common)
+        return FaceDetector.from_zoo(args.model, weights=args.weights, **torch_kw, **common)
+    if args.model:
+        return FaceDetector.from_pretrained(args.model, **torch_kw, **common)
+    raise ConfigError("no model: pass --onnx FILE, --model NAME --weights FILE, or --model ID")
+
+
+def _detect_onnx_arch(path: str) -> str:
+    from damofd.models.onnx_import import detect_onnx_config
+
+    return detect_onnx_config(path)
+
+
+def _is_camera(s: str) -> bool:
+    return s.isdigit() and not Path(s).exists()
+
+
+def _expand(
+    inputs: list[str],
+) -> Iterator[tuple[str, str, Path | None]]:
+    """Yield (kind, source, base folder) with kind in image / video / camera / missing."""
+    from damofd.inference.image_io import IMAGE_EXTENSIONS
+    from damofd.inference.video import VIDEO_EXTENSIONS
+
+    for s in inputs:
+        if s.startswith(("http://", "https://")):
+            yield "image", s, None
+        elif _is_camera(s):
+            yield "camera", s, None
+        elif Path(s).is_dir():
+            base = Path(s)
+            files = sorted(p for p in base.rglob("*") if p.is_file())
+            for p in files:
+                ext = p.suffix.lower()
+                if ext in IMAGE_EXTENSIONS:
+                    yield "image", str(p), base
+                elif ext in VIDEO_EXTENSIONS:
+                    yield "video", str(p), base
+        elif Path(s).suffix.lower() in VIDEO_EXTENSIONS:
+            yield "video", s, None
+        else:
+            yield "image", s, None  # missing or unreadable files are reported by the loader
+
+
+class _Outputs:
+    """Output naming (no collisions), drawings and the JSON-lines record."""
+
+    def __init__(self, out_dir: Path | None, save_vis: bool, to_stdout: bool) -> None:
+        self.out_dir = out_dir
+        self.save_vis = save_vis
+        self.to_stdout = to_stdout
+        self.records: list[str] = []
+        self._used: set[Path] = set()
+
+    def name_for(self, source: str, base: Path | None, suffix: str | None = None) -> Path:
+        assert self.out_dir is not None
+        if source.startswith(("http://", "https://")):
+            rel = Path(source.rstrip("/").rsplit("/", 1)[-1] or "url.jpg")
+        elif base is not None:
+            rel = Path(source).relative_to(base)
+        else:
+            rel = Path(Path(source).name)
+        if suffix is not None:
+            rel = rel.with_suffix(suffix)
+        cand, k = self.out_dir / rel, 1
+        while cand in self._used:
+            cand = self.out_dir / rel.with_name(f"{rel.stem}_{k}{rel.suffix}")
+            k += 1
+        self._used.add(cand)
+        return cand
+
+    def emit(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record)
+        if self.to_stdout:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        if self.out_dir is not None:
+            self.records.append(line)
+
+    def finish(self) -> Path | None:
+        if self.out_dir is None:
+            return None
+        from damofd.io import atomic_write_text
+
+        path = self.out_dir / "detections.jsonl"
+        atomic_write_text(path, "".join(r + "\n" for r in self.records))
+        return path
+
+
+def run(args: argparse.Namespace) -> int:
+    from damofd.inference.draw import draw_faces
+    from damofd.inference.video import process_video
+    from damofd.io import ensure_writable_dir
+
+    inputs = list(args.inputs)
+    if args.camera is not None:
+        inputs.append(str(args.camera))
+    if not inputs:
+        raise ConfigError("no input: pass image files, folders, videos, URLs or --camera N")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be ≥ 1, got {args.batch_size}")
+    if args.save_vis or args.out:
+        out_dir: Path | None = ensure_writable_dir(args.out or DEFAULT_OUT)
+    else:
+        out_dir = None
+    det = build_detector(args)
+    outs = _Outputs(out_dir, args.save_vis, args.json)
+    n_images = n_failed = n_faces = n_frames = 0
+    t0 = time.perf_counter()
+    quiet = args.json
+
+    def report_error(msg: str) -> None:
+        sys.stderr.write(f"damofd detect: skipped {msg}\n")
+
+    items = list(_expand(inputs))
+    images = [(src, base) for kind, src, base in items if kind == "image"]
+    # images first, in batches (streamed), then videos and cameras one by one
+    bar = None
+    if not quiet and len(images) > 1 and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(images), unit="img", leave=False)
+    for (src, base), res in zip(images, det.iter_predict(s for s, _ in images)):
+        n_images += 1
+        if bar is not None:
+            bar.update(1)
+        if res.error is not None:
+            n_failed += 1
+            report_error(res.error)
+            outs.emit({**res.to_dict(), "path": src})
+            continue
+        n_faces += len(res)
+        rec = {**res.to_dict(), "path": src}
+        if outs.save_vis and out_dir is not None:
+            vis = outs.name_for(src, base)
+            if vis.suffix.lower() not in (".jpg", ".jpeg", ".png", ".bmp", ".webp"):
+                vis = vis.with_suffix(".jpg")
+            try:
+                draw_faces(src, res, vis)
+                rec["vis"] = str(vis)
+            except InputError as e:
+                report_error(str(e))
+        outs.emit(rec)
+        if not quiet:
+            sys.stdout.write(f"{src}: {len(res)} face{'s' if len(res) != 1 else ''}\n")
+    if bar is not None:
+        bar.close()
+
+    for kind, src, base in items:
+        if kind not in ("video", "camera"):
+            continue
+        source: str | int = int(src) if kind == "camera" else src
+        label = f"camera {src}" if kind == "camera" else src
+        out_video = None
+        if outs.save_vis and out_dir is not None:
+            out_video = (
+                outs.name_for(f"camera_{src}.mp4", None)
+                if kind == "camera"
+                else outs.name_for(src, base, suffix=".mp4")
+            )
+
+        def on_frame(i: int, res: Any, _label: str = label) -> None:
+            outs.emit({**res.to_dict(), "path": _label, "frame": i})
+
+        try:
+            summary = process_video(
+                det,
+                source,
+                out_video,
+                max_frames=args.max_frames,
+                progress=not quiet,
+                on_frame=on_frame,
+            )
+        except InputError as e:
+            n_failed += 1
+            report_error(str(e))
+            continue
+        except KeyboardInterrupt:
+            sys.stderr.write(f"damofd detect: {label}: interrupted\n")
+            break
+        n_frames += summary.frames
+        n_faces += summary.faces
+        if not quiet:
+            extra = f" -> {summary.output}" if summary.output else ""
+            sys.stdout.write(f"{label}: {summary.frames} frames, {summary.faces} faces{extra}\n")
+
+    jsonl = outs.finish()
+    dt = time.perf_counter() - t0
+    n_videos = sum(1 for k, _, _ in items if k in ("video", "camera"))
+    parts = [f"{n_images} image{'s' if n_images != 1 else ''}"]
+    if n_videos:
+        parts.append(f"{n_videos} video{'s' if n_videos != 1 else ''} ({n_frames} frames)")
+    summary_line = (
+        f"damofd detect: {', '.join(parts)}, {n_faces} faces, {n_failed} failed, {dt:.1f} s"
+    )
+    if jsonl is not None:
+        summary_line += f"; results in {jsonl}"
+    sys.stderr.write(summary_line + "\n")
+    return 1 if n_failed else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from damofd.cli.main import main
+
+    sys.exit(main(["detect", *sys.argv[1:]]))
