@@ -19,7 +19,7 @@ from damofd.models.onnx_import import (
     read_scrfd_onnx,
 )
 from damofd.ops.anchors import anchor_centers_numpy
-from damofd.ops.boxes import nms_numpy
+from damofd.ops.numpy_nms import nms_numpy
 from tests.conftest import require_asset
 
 onnx = pytest.importorskip("onnx")

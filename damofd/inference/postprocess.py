@@ -17,7 +17,7 @@ import numpy as np
 
 from damofd.errors import ConfigError
 from damofd.ops.anchors import anchor_centers_numpy
-from damofd.ops.boxes import nms_numpy
+from damofd.ops.numpy_nms import nms_numpy
 
 from .preprocess import Protocol, ResizePlan
 

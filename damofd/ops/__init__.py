@@ -1,45 +1,56 @@
-"""Low-level tensor operations (boxes, NMS) shared by every stage; no torchvision."""
+"""Low-level operations (boxes, NMS, anchors) shared by every stage; no torchvision.
 
-from damofd.ops.anchors import (
-    SCRFD_ANCHOR_BASE_SIZES,
-    SCRFD_ANCHOR_SCALES,
-    SCRFD_STRIDES,
-    anchor_boxes,
-    anchor_centers,
-    anchor_centers_numpy,
-    num_anchors_total,
-)
-from damofd.ops.boxes import (
-    bbox2distance,
-    box_area,
-    box_iou,
-    box_iou_aligned,
-    distance2bbox,
-    distance2kps,
-    kps2distance,
-    nms,
-    nms_numpy,
-    xywh_to_xyxy,
-    xyxy_to_xywh,
-)
+Names are resolved lazily, so the numpy-only pieces (:func:`nms_numpy`,
+:func:`anchor_centers_numpy`) can be used without importing torch.
+"""
 
-__all__ = [
-    "SCRFD_ANCHOR_BASE_SIZES",
-    "SCRFD_ANCHOR_SCALES",
-    "SCRFD_STRIDES",
-    "anchor_boxes",
-    "anchor_centers",
-    "anchor_centers_numpy",
-    "num_anchors_total",
-    "bbox2distance",
-    "box_area",
-    "box_iou",
-    "box_iou_aligned",
-    "distance2bbox",
-    "distance2kps",
-    "kps2distance",
-    "nms",
-    "nms_numpy",
-    "xywh_to_xyxy",
-    "xyxy_to_xywh",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "SCRFD_ANCHOR_BASE_SIZES",
+            "SCRFD_ANCHOR_SCALES",
+            "SCRFD_STRIDES",
+            "anchor_boxes",
+            "anchor_centers",
+            "anchor_centers_numpy",
+            "num_anchors_total",
+        ),
+        "damofd.ops.anchors",
+    ),
+    **dict.fromkeys(
+        (
+            "bbox2distance",
+            "box_area",
+            "box_iou",
+            "box_iou_aligned",
+            "distance2bbox",
+            "distance2kps",
+            "kps2distance",
+            "nms",
+            "xywh_to_xyxy",
+            "xyxy_to_xywh",
+        ),
+        "damofd.ops.boxes",
+    ),
+    "nms_numpy": "damofd.ops.numpy_nms",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'damofd.ops' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -10,10 +10,13 @@ anchor-major channels.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import Tensor
+
+if TYPE_CHECKING:  # torch is imported lazily: the onnxruntime path never needs it
+    import torch
+    from torch import Tensor
 
 __all__ = [
     "SCRFD_ANCHOR_BASE_SIZES",
@@ -51,9 +54,14 @@ def anchor_centers(
     stride: int,
     num_anchors: int = 2,
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
 ) -> Tensor:
-    """Torch version of :func:`anchor_centers_numpy` (a fresh tensor on ``device``)."""
+    """Torch version of :func:`anchor_centers_numpy` (a fresh tensor on ``device``, float32 by
+    default)."""
+    import torch
+
+    if dtype is None:
+        dtype = torch.float32
     return torch.from_numpy(anchor_centers_numpy(h, w, stride, num_anchors).copy()).to(
         device=device, dtype=dtype
     )
@@ -71,6 +79,8 @@ def anchor_boxes(
 
     Used only by the ATSS assigner. Anchor order within a location follows ``scales``.
     """
+    import torch
+
     centers = anchor_centers(h, w, stride, 1, device=device)
     sides = torch.tensor([base_size * s for s in scales], dtype=torch.float32, device=device)
     half = (sides / 2)[None, :, None]  # (1, A, 1)
