@@ -9,7 +9,9 @@ import pytest
 
 from damofd.testing import ASSETS_ENV, assets_dir
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# One intra-op thread per test process: the suite is many small ops, where a second thread
+# only adds synchronisation; parallelism comes from pytest-xdist workers (-n).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
