@@ -172,7 +172,8 @@ def test_hand_computed_perfect_boxes() -> None:
     assert npos > 0
     n_anchors = sum((size // s) ** 2 * 2 for s in STRIDES)
     # QFL: positives BCE(0, 1)·0.5², negatives BCE(0, 0)·0.5² — both ln2/4; divided by #pos
-    assert math.isclose(float(losses["loss_cls"].detach()), n_anchors * math.log(2) / 4 / npos, rel_tol=1e-5)
+    expected_cls = n_anchors * math.log(2) / 4 / npos
+    assert math.isclose(float(losses["loss_cls"].detach()), expected_cls, rel_tol=1e-5)
     assert float(losses["loss_bbox"]) < 1e-5  # DIoU of identical boxes (eps only)
     # kps: every offset wrong by 1 stride unit: 10·SmoothL1(1)·0.1·w / Σw = 10·(1 − β/2)·0.1
     assert math.isclose(float(losses["loss_kps"]), 10 * (1 - 0.5 / 9) * 0.1, rel_tol=1e-5)

@@ -1,1 +1,49 @@
-"""damofd.training stage (see the package docstring of damofd)."""
+"""damofd.training: ATSS assignment, the SCRFD losses, typed recipes and the trainer.
+
+* :mod:`~damofd.training.assigner`, :mod:`~damofd.training.losses`,
+  :mod:`~damofd.training.criterion` — ATSS, QFL / DIoU / smooth-L1, :class:`SCRFDCriterion`;
+* :mod:`~damofd.training.config` — :class:`TrainConfig` and the per-model :func:`recipe`;
+* :mod:`~damofd.training.schedule` — warm-up + step learning-rate schedule;
+* :mod:`~damofd.training.trainer` — :class:`Trainer` (single process or torchrun DDP, resumable);
+* :mod:`~damofd.training.validation` — periodic WIDER evaluation;
+* :mod:`~damofd.training.api` — :func:`build_trainer` (ModelScope-style entry point).
+
+Names are resolved lazily so ``import damofd.training`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    "ATSSAssigner": "damofd.training.assigner",
+    "SCRFDCriterion": "damofd.training.criterion",
+    "CriterionConfig": "damofd.training.criterion",
+    "TrainConfig": "damofd.training.config",
+    "recipe": "damofd.training.config",
+    "list_recipes": "damofd.training.config",
+    "load_config_file": "damofd.training.config",
+    "apply_overrides": "damofd.training.config",
+    "Trainer": "damofd.training.trainer",
+    "TrainerHook": "damofd.training.trainer",
+    "TrainResult": "damofd.training.trainer",
+    "TrainingDivergedError": "damofd.training.trainer",
+    "Validator": "damofd.training.validation",
+    "build_trainer": "damofd.training.api",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'damofd.training' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

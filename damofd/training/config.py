@@ -1,0 +1,844 @@
+"""Typed training configuration: the official SCRFD / DamoFD recipes as dataclasses.
+
+A :class:`TrainConfig` is a tree of small mutable dataclasses whose section names follow the
+mmcv/mmdet configs (``optimizer``, ``lr_config``, ``total_epochs``, ``data``,
+``checkpoint_config``, ``evaluation``, ``log_config``), so a ModelScope ``cfg_modify_fn`` written
+for the official trainer (``cfg.checkpoint_config.interval = 1``, ``cfg.data.samples_per_gpu =
+4`` …) works unchanged on it. :meth:`TrainConfig.validate` type-checks the whole tree after such
+edits.
+
+Where a configuration comes from:
+
+* :func:`recipe` — the reference recipe of a zoo model (reference spec §5.4, scrfd-spec §4), see
+  the table in docs/training.md;
+* :func:`load_config_file` — our JSON file (nested sections or dotted keys), a small Python file
+  of plain assignments (read by an ``ast`` evaluator, never executed), or an official mmcv
+  config such as ModelScope's ``DamoFD_lms.py`` (translated field by field);
+* :func:`apply_overrides` — ``key=value`` strings with dotted paths (``--set
+  optimizer.lr=0.02``), converted to the field's type; an unknown key or a bad value raises
+  :class:`~damofd.errors.ConfigError` naming the key.
+
+Learning-rate semantics (as the official configs): ``optimizer.lr`` is the rate for a global
+batch of ``optimizer.base_batch_size`` images (4 GPUs × 8 = 32; 64 for SCRFD-500M-KPS, which uses
+16 per GPU). It is used verbatim unless ``optimizer.auto_scale_lr`` is set, in which case the
+linear-scaling rule ``lr · (world_size · samples_per_gpu) / base_batch_size`` applies.
+
+Schedule semantics: ``lr_config.step`` are epochs (0-based epoch index at which the decay takes
+effect, mmcv ``StepLrUpdaterHook``) of a ``lr_config.step_ref_epochs``-epoch schedule (640). When
+``total_epochs`` differs, the steps are scaled to keep the same fractions of the run
+(440/640 = 68.75 %, 544/640 = 85 %), rounded half up; ``step_ref_epochs = 0`` uses them verbatim.
+Warm-up is counted in iterations and is never scaled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import json
+import math
+import os
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from damofd.errors import ConfigError
+
+__all__ = [
+    "CheckpointConfig",
+    "DataConfig",
+    "EvalConfig",
+    "LogConfig",
+    "LrConfig",
+    "OptimizerConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_mmcv_dict",
+    "list_recipes",
+    "load_config_file",
+    "parse_override",
+    "recipe",
+    "scaled_steps",
+]
+
+REFERENCE_EPOCHS = 640
+REFERENCE_STEPS = (440, 544)
+EVAL_METRICS = ("easy", "medium", "hard", "mean")
+
+
+# ----------------------------------------------------------------------------------------------
+# sections
+
+
+@dataclass
+class OptimizerConfig:
+    """SGD settings (reference spec §5.4: momentum 0.9, weight decay 5e-4 on every parameter,
+    no gradient clipping).
+
+    Attributes:
+        lr: learning rate for a global batch of ``base_batch_size`` images.
+        momentum, weight_decay: SGD hyper-parameters (weight decay on all parameters).
+        base_batch_size: global batch ``lr`` was tuned for (official: 4 GPUs × samples_per_gpu).
+        auto_scale_lr: apply the linear-scaling rule to the actual global batch.
+    """
+
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    base_batch_size: int = 32
+    auto_scale_lr: bool = False
+
+
+@dataclass
+class LrConfig:
+    """Linear warm-up then step decay (mmcv ``policy='step', warmup='linear'``).
+
+    Attributes:
+        warmup_iters: iterations of linear warm-up (0 = none).
+        warmup_ratio: the warm-up starts at ``warmup_ratio · lr``.
+        step: epochs at which the rate is multiplied by ``gamma`` (of a ``step_ref_epochs`` run).
+        gamma: decay factor.
+        step_ref_epochs: run length ``step`` was written for (0: use ``step`` verbatim).
+    """
+
+    warmup_iters: int = 1500
+    warmup_ratio: float = 0.001
+    step: tuple[int, ...] = REFERENCE_STEPS
+    gamma: float = 0.1
+    step_ref_epochs: int = REFERENCE_EPOCHS
+
+
+@dataclass
+class DataConfig:
+    """Data paths, loader and augmentation settings.
+
+    Attributes:
+        train: training set — a labelv2 file, a folder with ``labelv2.txt`` + ``images/``, or a
+            ModelScope split folder (:func:`damofd.data.resolve_dataset`).
+        train_images: image folder when it is not ``images/`` next to the labels.
+        val: validation folder — a WIDER split folder (``images/<event>/*.jpg`` or the events
+            directly; evaluated with ``val_gt``), or a labelv2 dataset folder.
+        val_gt: folder with the official ``wider_*_val.mat`` files.
+        samples_per_gpu: batch size per process.
+        workers_per_gpu: DataLoader worker processes per process (0 = load in the main process).
+        img_size: training input side in pixels (the square crop is resized to it; 640).
+        crop_choice: RandomSquareCrop scales (multiples of the image's short side).
+        bbox_clip_border: clip boxes and keypoints to the crop (mmdet ``bbox_clip_border``).
+        flip_ratio: horizontal flip probability.
+        photometric: apply PhotoMetricDistortion.
+        shuffle: shuffle the sample order (aspect-group sampler); False keeps the file order.
+    """
+
+    train: str | None = None
+    train_images: str | None = None
+    val: str | None = None
+    val_gt: str | None = None
+    samples_per_gpu: int = 8
+    workers_per_gpu: int = 3
+    img_size: int = 640
+    crop_choice: tuple[float, ...] = (0.3, 0.45, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0)
+    bbox_clip_border: bool = True
+    flip_ratio: float = 0.5
+    photometric: bool = True
+    shuffle: bool = True
+
+
+@dataclass
+class CheckpointConfig:
+    """Checkpointing.
+
+    Attributes:
+        interval: write ``epoch_{n}.pth`` every ``interval`` epochs (and after the last epoch);
+            0 = only ``latest.pth``.
+        every_iters: also refresh ``latest.pth`` every this many iterations (0 = only at epoch
+            ends), so a killed run loses at most that many iterations.
+        save_optimizer: store the optimizer state (needed for an exact resume).
+    """
+
+    interval: int = 80
+    every_iters: int = 0
+    save_optimizer: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Periodic validation (WIDER protocol on ``data.val``).
+
+    Attributes:
+        interval: evaluate every this many epochs (0 = never).
+        metric: AP used to pick ``best.pth``: ``easy``, ``medium``, ``hard`` or ``mean``.
+        max_images: evaluate on at most this many val images (evenly spaced; 0 = all). The WIDER
+            protocol then runs in subset mode.
+        score_thr: detection score threshold (the protocol's 0.02).
+        protocol: test-time protocol (``vga`` = the published one).
+    """
+
+    interval: int = 80
+    metric: str = "hard"
+    max_images: int = 0
+    score_thr: float = 0.02
+    protocol: str = "vga"
+
+
+@dataclass
+class LogConfig:
+    """Logging: a JSON line every ``interval`` iterations in ``work_dir/log.jsonl``, and a tqdm
+    progress bar (rank 0) when ``progress``."""
+
+    interval: int = 10
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs (see the module docstring).
+
+    Attributes:
+        model: zoo name (``damofd-0.5g``, ``scrfd-2.5g-kps`` …); ignored when ``structure`` or
+            ``detector`` is set except as the recipe/template it came from.
+        structure: DamoFD backbone structure string (a searched backbone); neck and head come
+            from the zoo model of the nearest budget (``create_model(structure=...)``).
+        detector: an explicit detector config as a dict (``DetectorConfig.to_dict()``), e.g.
+            translated from an mmcv config file.
+        total_epochs: epochs to train.
+        seed: seed of the data order, the augmentation and the weight initialisation.
+        deterministic: deterministic algorithms (bitwise-reproducible on CPU; slower on GPU).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+        amp: mixed precision (``torch.autocast`` fp16 + ``GradScaler``), CUDA only.
+        cpu_threads: torch intra-op threads on CPU (0 = torch default).
+        channels_last: NHWC memory format for the network (``None``: on for CPU training,
+            where oneDNN runs the convolutions about 1.6× faster in it; off on CUDA).
+        load_from: weights to fine-tune from (``.pth``, an official ``.onnx``, a ModelScope id
+            or folder); the epoch counter starts at 0.
+        load_strict: strict key matching for ``load_from``.
+        freeze_bn: keep BatchNorm layers in eval mode (statistics and affine frozen).
+        sync_bn: convert BatchNorm to SyncBatchNorm under DDP (CUDA).
+        max_iters: stop after this many iterations in total (0 = no limit), saving latest.pth.
+        time_limit: stop (saving latest.pth) after this many seconds of this session (0 = none).
+    """
+
+    model: str = "damofd-0.5g"
+    structure: str | None = None
+    detector: dict[str, Any] | None = None
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    lr_config: LrConfig = field(default_factory=LrConfig)
+    total_epochs: int = REFERENCE_EPOCHS
+    data: DataConfig = field(default_factory=DataConfig)
+    checkpoint_config: CheckpointConfig = field(default_factory=CheckpointConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    log_config: LogConfig = field(default_factory=LogConfig)
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    amp: bool = False
+    cpu_threads: int = 0
+    channels_last: bool | None = None
+    load_from: str | None = None
+    load_strict: bool = True
+    freeze_bn: bool = False
+    sync_bn: bool = False
+    max_iters: int = 0
+    time_limit: float = 0.0
+
+    # -- derived values --------------------------------------------------------------------
+    def effective_steps(self) -> tuple[int, ...]:
+        """Decay epochs for ``total_epochs`` (see :func:`scaled_steps`)."""
+        lr = self.lr_config
+        return scaled_steps(lr.step, self.total_epochs, lr.step_ref_epochs)
+
+    def effective_lr(self, world_size: int = 1) -> float:
+        """The learning rate actually used for ``world_size`` processes."""
+        o = self.optimizer
+        if not o.auto_scale_lr:
+            return float(o.lr)
+        return float(o.lr) * world_size * self.data.samples_per_gpu / o.base_batch_size
+
+    # -- (de)serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able nested dict (tuples become lists)."""
+        return _jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, where: str = "config") -> TrainConfig:
+        """Build from a nested or dotted dict; unknown keys raise :class:`ConfigError`."""
+        cfg = cls()
+        apply_mapping(cfg, d, where=where)
+        cfg.validate()
+        return cfg
+
+    def copy(self) -> TrainConfig:
+        return TrainConfig.from_dict(self.to_dict())
+
+    def validate(self) -> TrainConfig:
+        """Type-check every field (after attribute edits such as a ``cfg_modify_fn``) and check
+        ranges; raise :class:`ConfigError` naming the key. Returns ``self``."""
+        _check_types(self, "")
+        c = self
+        _require(c.total_epochs >= 1, "total_epochs", f"must be >= 1, got {c.total_epochs}")
+        o = c.optimizer
+        _require(o.lr > 0 and math.isfinite(o.lr), "optimizer.lr", f"must be > 0, got {o.lr}")
+        _require(0 <= o.momentum < 1, "optimizer.momentum", f"must be in [0, 1): {o.momentum}")
+        _require(o.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0")
+        _require(o.base_batch_size >= 1, "optimizer.base_batch_size", "must be >= 1")
+        lr = c.lr_config
+        _require(lr.warmup_iters >= 0, "lr_config.warmup_iters", "must be >= 0")
+        _require(0 < lr.warmup_ratio <= 1, "lr_config.warmup_ratio", "must be in (0, 1]")
+        _require(lr.gamma > 0, "lr_config.gamma", "must be > 0")
+        _require(
+            all(s >= 0 for s in lr.step) and list(lr.step) == sorted(lr.step),
+            "lr_config.step",
+            f"must be non-negative and increasing, got {list(lr.step)}",
+        )
+        _require(lr.step_ref_epochs >= 0, "lr_config.step_ref_epochs", "must be >= 0")
+        d = c.data
+        _require(d.samples_per_gpu >= 1, "data.samples_per_gpu", "must be >= 1")
+        _require(d.workers_per_gpu >= 0, "data.workers_per_gpu", "must be >= 0")
+        _require(
+            d.img_size >= 32 and d.img_size % 32 == 0,
+            "data.img_size",
+            f"must be a positive multiple of 32, got {d.img_size}",
+        )
+        _require(
+            bool(d.crop_choice) and all(v > 0 for v in d.crop_choice),
+            "data.crop_choice",
+            "must be a non-empty list of positive scales",
+        )
+        _require(0 <= d.flip_ratio <= 1, "data.flip_ratio", "must be in [0, 1]")
+        _require(c.checkpoint_config.interval >= 0, "checkpoint_config.interval", "must be >= 0")
+        _require(
+            c.checkpoint_config.every_iters >= 0, "checkpoint_config.every_iters", "must be >= 0"
+        )
+        e = c.evaluation
+        _require(e.interval >= 0, "evaluation.interval", "must be >= 0")
+        _require(
+            e.metric in EVAL_METRICS,
+            "evaluation.metric",
+            f"must be one of {', '.join(EVAL_METRICS)}, got {e.metric!r}",
+        )
+        _require(e.max_images >= 0, "evaluation.max_images", "must be >= 0")
+        _require(0 <= e.score_thr < 1, "evaluation.score_thr", "must be in [0, 1)")
+        _require(c.log_config.interval >= 1, "log_config.interval", "must be >= 1")
+        _require(c.cpu_threads >= 0, "cpu_threads", "must be >= 0")
+        _require(c.max_iters >= 0, "max_iters", "must be >= 0")
+        _require(c.time_limit >= 0, "time_limit", "must be >= 0")
+        dev = c.device
+        _require(
+            dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"),
+            "device",
+            f"must be auto, cpu, cuda or cuda:N, got {dev!r}",
+        )
+        return self
+
+
+def _require(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"config key {key!r}: {msg}")
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def scaled_steps(steps: Iterable[int], total_epochs: int, ref_epochs: int) -> tuple[int, ...]:
+    """Decay epochs of ``steps`` (written for ``ref_epochs``) scaled to ``total_epochs``.
+
+    ``round_half_up(s · total / ref)``; unchanged when ``ref_epochs`` is 0 or equals
+    ``total_epochs``. E.g. (440, 544) of 640 → (7, 9) for 10 epochs, (69, 85) for 100.
+    """
+    steps = tuple(int(s) for s in steps)
+    if ref_epochs <= 0 or ref_epochs == total_epochs:
+        return steps
+    return tuple(math.floor(s * total_epochs / ref_epochs + 0.5) for s in steps)
+
+
+# ----------------------------------------------------------------------------------------------
+# recipes (reference spec §5.4, scrfd-spec §4)
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    lr: float = 0.01
+    warmup_iters: int = 1500
+    samples_per_gpu: int = 8
+    workers: int = 3
+    checkpoint_interval: int = 80
+    eval_interval: int = 80
+
+
+# keys are zoo names without "-kps" (the kps configs share the recipe, except scrfd-500m-kps)
+_RECIPES: dict[str, _Recipe] = {
+    "damofd-0.5g": _Recipe(warmup_iters=5000, checkpoint_interval=10),
+    "damofd-2.5g": _Recipe(workers=4),
+    "damofd-10g": _Recipe(),
+    "damofd-34g": _Recipe(lr=0.02),
+    "scrfd-500m": _Recipe(),
+    "scrfd-1g": _Recipe(checkpoint_interval=320, eval_interval=160),
+    "scrfd-1g-bn": _Recipe(checkpoint_interval=320, eval_interval=160),
+    "scrfd-1.3g": _Recipe(),
+    # scrfd_2.5g: checkpoint only at the end of the 640 epochs
+    "scrfd-2.5g": _Recipe(checkpoint_interval=REFERENCE_EPOCHS),
+    "scrfd-10g": _Recipe(),
+    "scrfd-34g": _Recipe(lr=0.02),
+}
+_RECIPE_OVERRIDES: dict[str, _Recipe] = {
+    "scrfd-500m-kps": _Recipe(samples_per_gpu=16),  # scrfd_500m_bnkps: 16 per GPU
+}
+
+
+def list_recipes() -> list[str]:
+    """Zoo names that have a training recipe (all of them)."""
+    from damofd.models.zoo import list_models
+
+    return [n for n in list_models() if _recipe_key(n) in _RECIPES]
+
+
+def _recipe_key(name: str) -> str:
+    return name.removesuffix("-kps")
+
+
+def recipe(name: str, **top_level: Any) -> TrainConfig:
+    """The reference training recipe of zoo model ``name`` (aliases such as ``DamoFD_10G_lms``
+    accepted) as a :class:`TrainConfig`.
+
+    Common to all: SGD momentum 0.9, wd 5e-4; warm-up from 0.001·lr; decay ×0.1 at epochs 440
+    and 544 of 640; 8 images per GPU for 4 GPUs (lr for a global batch of 32). Per model: lr 0.02
+    for the 34G models else 0.01; 5000 warm-up iterations for DamoFD-0.5G else 1500; workers 4
+    for DamoFD-2.5G else 3; SCRFD-500M-KPS 16 images per GPU (lr for 64); ``crop_choice`` and
+    ``bbox_clip_border`` from :meth:`damofd.data.AugmentConfig.for_model`; checkpoint / eval
+    intervals 10/80 (DamoFD-0.5G), 320/160 (SCRFD-1G), 640/80 (SCRFD-2.5G), 80/80 otherwise.
+    ``top_level`` sets further :class:`TrainConfig` fields.
+    """
+    from damofd.data.transforms import AugmentConfig
+    from damofd.models.zoo import resolve_name
+
+    canonical = resolve_name(name)
+    key = _recipe_key(canonical)
+    if key not in _RECIPES:
+        raise ConfigError(f"no training recipe for model {name!r}")
+    r = _RECIPE_OVERRIDES.get(canonical, _RECIPES[key])
+    try:
+        aug = AugmentConfig.for_model(canonical)
+    except ConfigError:  # models the augmentation table does not list (e.g. scrfd-1g-bn)
+        aug = AugmentConfig.for_model(key.removesuffix("-bn"))
+    cfg = TrainConfig(
+        model=canonical,
+        optimizer=OptimizerConfig(lr=r.lr, base_batch_size=4 * r.samples_per_gpu),
+        lr_config=LrConfig(warmup_iters=r.warmup_iters),
+        data=DataConfig(
+            samples_per_gpu=r.samples_per_gpu,
+            workers_per_gpu=r.workers,
+            crop_choice=tuple(aug.crop_choice),
+            bbox_clip_border=aug.clip_border,
+        ),
+        checkpoint_config=CheckpointConfig(interval=r.checkpoint_interval),
+        evaluation=EvalConfig(interval=r.eval_interval),
+    )
+    for k, v in top_level.items():
+        _set_path(cfg, k, v, where="recipe()")
+    return cfg.validate()
+
+
+# ----------------------------------------------------------------------------------------------
+# typed setting of dotted keys
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    return {f.name: f for f in dataclasses.fields(obj)}
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "None"
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if origin is dict:
+        return "dict"
+    return getattr(tp, "__name__", str(tp))
+
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f"}
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` (a string from the command line, or a JSON/Python value) to ``tp``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        is_none = value is None or (
+            isinstance(value, str) and value.strip().lower() in ("none", "null", "")
+        )
+        if is_none and type(None) in args:
+            return None
+        for a in non_none:
+            with contextlib.suppress(ConfigError):
+                return _convert(value, a, key)
+        raise ConfigError(f"config key {key!r} expects {_type_name(tp)}, got {value!r}") from None
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"config key {key!r} expects a boolean (true/false), got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"config key {key!r} expects an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip().replace("_", ""))
+            except ValueError:
+                pass
+        raise ConfigError(f"config key {key!r} expects an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"config key {key!r} expects a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"config key {key!r} expects a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"config key {key!r} expects a string, got {value!r}")
+    if origin is tuple:
+        item = args[0] if args else str
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError:
+                    raise ConfigError(f"config key {key!r} expects a list, got {value!r}") from None
+            else:
+                value = [v for v in text.replace(" ", "").split(",") if v] if text else []
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r} expects a list, got {value!r}")
+        return tuple(_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict or tp is dict:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ConfigError(f"config key {key!r} expects a JSON object") from None
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key {key!r} expects a dict, got {value!r}")
+        return dict(value)
+    raise ConfigError(f"config key {key!r}: unsupported type {tp!r}")  # pragma: no cover
+
+
+def _unknown_key(obj: Any, name: str, prefix: str) -> ConfigError:
+    names = list(_fields(obj))
+    full = [f"{prefix}{n}" for n in names]
+    close = difflib.get_close_matches(f"{prefix}{name}", full, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    where = f"section {prefix[:-1]!r}" if prefix else "the training config"
+    return ConfigError(
+        f"unknown config key {prefix + name!r}{hint} ({where} has: {', '.join(names)})"
+    )
+
+
+def _set_path(cfg: TrainConfig, key: str, value: Any, *, where: str = "") -> None:
+    """Set dotted ``key`` of ``cfg`` to ``value`` converted to the field's type."""
+    parts = [p for p in key.strip().split(".")]
+    if not key.strip() or any(not p for p in parts):
+        raise ConfigError(f"{where + ': ' if where else ''}invalid config key {key!r}")
+    obj: Any = cfg
+    prefix = ""
+    for i, name in enumerate(parts):
+        flds = _fields(obj)
+        if name not in flds:
+            err = _unknown_key(obj, name, prefix)
+            raise ConfigError(f"{where}: {err}" if where else str(err))
+        tp = _hints(type(obj))[name]
+        current = getattr(obj, name)
+        if i == len(parts) - 1:
+            full = prefix + name
+            if dataclasses.is_dataclass(current):
+                if not isinstance(value, Mapping):
+                    raise ConfigError(
+                        f"{where + ': ' if where else ''}config key {full!r} is a section; set "
+                        f"its entries ({', '.join(_fields(current))})"
+                    )
+                for k, v in value.items():
+                    _set_path(cfg, f"{full}.{k}", v, where=where)
+                return
+            try:
+                setattr(obj, name, _convert(value, tp, full))
+            except ConfigError as e:
+                raise ConfigError(f"{where}: {e}" if where else str(e)) from None
+            return
+        if not dataclasses.is_dataclass(current):
+            raise ConfigError(
+                f"{where + ': ' if where else ''}config key {prefix + name!r} is not a section "
+                f"(cannot set {key!r})"
+            )
+        obj = current
+        prefix += name + "."
+
+
+def apply_mapping(cfg: TrainConfig, d: Mapping[str, Any], *, where: str = "config") -> TrainConfig:
+    """Apply a nested (``{"optimizer": {"lr": 0.02}}``) or dotted (``{"optimizer.lr": 0.02}``)
+    mapping onto ``cfg`` in place."""
+    for k, v in d.items():
+        if not isinstance(k, str):
+            raise ConfigError(f"{where}: config keys must be strings, got {k!r}")
+        _set_path(cfg, k, v, where=where)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """Split ``"key=value"`` (the value may contain ``=``)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    key, value = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    return key.strip(), value
+
+
+def apply_overrides(cfg: TrainConfig, overrides: Iterable[str]) -> TrainConfig:
+    """Apply ``key=value`` strings (dotted paths, values converted to the field types) in order,
+    then :meth:`~TrainConfig.validate`."""
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_path(cfg, key, value, where=f"--set {text}")
+    return cfg.validate()
+
+
+def _is_instance(value: Any, tp: Any) -> bool:
+    """``value`` already has type ``tp`` (no conversion needed)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_instance(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, float)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        return isinstance(value, tuple) and all(_is_instance(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(tp, type) and isinstance(value, tp)
+
+
+def _check_types(obj: Any, prefix: str) -> None:
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        key = prefix + f.name
+        value = getattr(obj, f.name)
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, tp):
+                raise ConfigError(f"config key {key!r} must be a {tp.__name__} section")
+            _check_types(value, key + ".")
+            continue
+        if _is_instance(value, tp):
+            continue
+        # accept values the converter turns into the type without loss (a list for a tuple,
+        # an int for a float), then store the converted value
+        converted = _convert(value, tp, key)
+        if isinstance(value, bool) != isinstance(converted, bool):
+            raise ConfigError(f"config key {key!r} expects {_type_name(tp)}, got {value!r}")
+        if isinstance(value, str) and not isinstance(converted, str):
+            raise ConfigError(f"config key {key!r} expects {_type_name(tp)}, got {value!r}")
+        setattr(obj, f.name, converted)
+
+
+# ----------------------------------------------------------------------------------------------
+# files
+
+
+def load_config_file(path: str | os.PathLike[str]) -> TrainConfig:
+    """Read a training config file.
+
+    * ``.json``: a nested or dotted dict of :class:`TrainConfig` keys. A top-level ``"model"``
+      (zoo name) selects the recipe that the other keys modify.
+    * ``.py``: plain assignments (``model = "damofd-10g"``, ``optimizer = dict(lr=0.02)``),
+      evaluated without executing the file; helper variables must start with ``_`` (any other
+      name must be a config key, so a typo is an error, not silently ignored). If the file is
+      an official mmcv/mmdet config (its ``model`` is a ``dict(type='SCRFD', ...)``, e.g.
+      ModelScope's ``DamoFD_lms.py``) it is translated with :func:`config_from_mmcv_dict`.
+
+    Errors name the file and the key.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file {str(p)!r} does not exist")
+    where = str(p)
+    if p.suffix.lower() == ".json":
+        try:
+            raw = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{where}:{e.lineno}: invalid JSON ({e.msg})") from None
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{where}: the JSON file must hold an object")
+        return _from_plain(raw, where)
+    if p.suffix.lower() == ".py":
+        from damofd.models.modelscope import read_mmcv_config
+
+        raw = read_mmcv_config(p)
+        skipped = raw.pop("__skipped__", {})
+        if isinstance(raw.get("model"), Mapping):
+            return config_from_mmcv_dict(raw, where=where)
+        raw = {k: v for k, v in raw.items() if not k.startswith("_")}  # helper variables
+        skipped = {k: v for k, v in skipped.items() if not k.startswith("_")}
+        if skipped:
+            first = next(iter(skipped.values()))
+            raise ConfigError(f"{where}: cannot evaluate {', '.join(skipped)} ({first})")
+        return _from_plain(raw, where)
+    raise ConfigError(f"{where}: unsupported config file type (use .json or .py)")
+
+
+def _from_plain(raw: Mapping[str, Any], where: str) -> TrainConfig:
+    raw = dict(raw)
+    model = raw.pop("model", None)
+    structure = raw.get("structure")
+    if model is not None and not isinstance(model, str):
+        raise ConfigError(f"{where}: config key 'model' must be a zoo name string")
+    if model is None and structure:
+        from damofd.models.zoo import create_model
+
+        m = create_model(structure=structure, init=False)
+        cfg = recipe(_template_name(m.config))
+    else:
+        cfg = recipe(model or TrainConfig.model)
+    apply_mapping(cfg, raw, where=where)
+    return cfg.validate()
+
+
+def _template_name(detector_config: Any) -> str:
+    """Zoo name whose recipe a detector config should use: an exact zoo match, else the DamoFD
+    model of the nearest backbone budget."""
+    from damofd.models.zoo import get_config, list_models, nearest_damofd_template
+
+    for name in list_models():
+        if get_config(name) == detector_config:
+            return name
+    from damofd.models.detector import build_backbone
+    from damofd.models.zoo import _vga_backbone_flops
+
+    name = nearest_damofd_template(_vga_backbone_flops(build_backbone(detector_config.backbone)))
+    return name + ("-kps" if detector_config.use_kps else "")
+
+
+def _pipeline_step(pipeline: Any, type_name: str) -> Mapping[str, Any] | None:
+    if not isinstance(pipeline, (list, tuple)):
+        return None
+    for step in pipeline:
+        if isinstance(step, Mapping) and step.get("type") == type_name:
+            return step
+    return None
+
+
+def config_from_mmcv_dict(raw: Mapping[str, Any], *, where: str = "config") -> TrainConfig:
+    """Translate an official mmcv/mmdet SCRFD config namespace (as read by
+    :func:`damofd.models.modelscope.read_mmcv_config`) into a :class:`TrainConfig`.
+
+    Read: ``model`` (→ detector), ``optimizer`` (lr, momentum, weight_decay), ``lr_config``
+    (warmup_iters, warmup_ratio, step), ``total_epochs`` (or ``runner.max_epochs``),
+    ``data.samples_per_gpu`` / ``workers_per_gpu``, the train pipeline's ``RandomSquareCrop``
+    (crop_choice), ``Resize`` (img_scale, bbox_clip_border) and ``RandomFlip`` (flip_ratio),
+    ``checkpoint_config.interval``, ``evaluation.interval``, ``log_config.interval``. Anything
+    else (dataset paths, hooks) is ignored; a value of the wrong type raises ConfigError naming
+    the mmcv key.
+    """
+    from damofd.models.modelscope import config_from_mmcv
+
+    det = config_from_mmcv(raw, where=where)
+    cfg = recipe(_template_name(det))
+    cfg.detector = det.to_dict()
+
+    def get(path: str) -> Any:
+        cur: Any = raw
+        for part in path.split("."):
+            if not isinstance(cur, Mapping) or part not in cur:
+                return None
+            cur = cur[part]
+        return cur
+
+    def put(ours: str, theirs: str, value: Any) -> None:
+        if value is None:
+            return
+        try:
+            _set_path(cfg, ours, value)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: mmcv key {theirs!r}: {e}") from None
+
+    put("optimizer.lr", "optimizer.lr", get("optimizer.lr"))
+    put("optimizer.momentum", "optimizer.momentum", get("optimizer.momentum"))
+    put("optimizer.weight_decay", "optimizer.weight_decay", get("optimizer.weight_decay"))
+    put("lr_config.warmup_iters", "lr_config.warmup_iters", get("lr_config.warmup_iters"))
+    put("lr_config.warmup_ratio", "lr_config.warmup_ratio", get("lr_config.warmup_ratio"))
+    step = get("lr_config.step")
+    if isinstance(step, (int, float)):
+        step = [step]
+    put("lr_config.step", "lr_config.step", step)
+    put("lr_config.gamma", "lr_config.gamma", get("lr_config.gamma"))
+    epochs = get("total_epochs") or get("runner.max_epochs")
+    put("total_epochs", "total_epochs", epochs)
+    if epochs is not None:
+        cfg.lr_config.step_ref_epochs = cfg.total_epochs
+    spg = get("data.samples_per_gpu")
+    put("data.samples_per_gpu", "data.samples_per_gpu", spg)
+    if spg is not None:
+        cfg.optimizer.base_batch_size = 4 * cfg.data.samples_per_gpu
+    put("data.workers_per_gpu", "data.workers_per_gpu", get("data.workers_per_gpu"))
+    pipeline = get("data.train.pipeline") or raw.get("train_pipeline")
+    crop = _pipeline_step(pipeline, "RandomSquareCrop")
+    if crop is not None:
+        put("data.crop_choice", "RandomSquareCrop.crop_choice", crop.get("crop_choice"))
+        put(
+            "data.bbox_clip_border",
+            "RandomSquareCrop.bbox_clip_border",
+            crop.get("bbox_clip_border"),
+        )
+    resize = _pipeline_step(pipeline, "Resize") or _pipeline_step(pipeline, "ResizeV2")
+    if resize is not None:
+        scale = resize.get("img_scale")
+        if isinstance(scale, (list, tuple)) and scale and isinstance(scale[0], (list, tuple)):
+            scale = scale[0]
+        if isinstance(scale, (list, tuple)) and len(scale) == 2:
+            if int(scale[0]) != int(scale[1]):
+                raise ConfigError(f"{where}: Resize img_scale {list(scale)} is not square")
+            put("data.img_size", "Resize.img_scale", int(scale[0]))
+        put("data.bbox_clip_border", "Resize.bbox_clip_border", resize.get("bbox_clip_border"))
+    flip = _pipeline_step(pipeline, "RandomFlip") or _pipeline_step(pipeline, "RandomFlipV2")
+    if flip is not None:
+        put("data.flip_ratio", "RandomFlip.flip_ratio", flip.get("flip_ratio"))
+    cfg.data.photometric = _pipeline_step(pipeline, "PhotoMetricDistortion") is not None or (
+        pipeline is None
+    )
+    ck = "checkpoint_config.interval"
+    put(ck, ck, get(ck))
+    put("evaluation.interval", "evaluation.interval", get("evaluation.interval"))
+    put("log_config.interval", "log_config.interval", get("log_config.interval"))
+    return cfg.validate()
