@@ -317,7 +317,8 @@ def run(args: argparse.Namespace) -> int:
     if n_videos:
         parts.append(f"{n_videos} video{'s' if n_videos != 1 else ''} ({n_frames} frames)")
     summary_line = (
-        f"damofd detect: {', '.join(parts)}, {n_faces} faces, {n_failed} failed, {dt:.1f} s"
+        f"damofd detect: {', '.join(parts)}, {n_faces} face{'s' if n_faces != 1 else ''}, "
+        f"{n_failed} failed, {dt:.1f} s"
     )
     if jsonl is not None:
         summary_line += f"; results in {jsonl}"

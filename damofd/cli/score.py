@@ -35,7 +35,12 @@ def read_structure_arg(text: str, what: str = "STRUCT"):  # -> Structure
         path = Path(text[1:])
         if not path.is_file():
             raise InputError(f"{what}: file {str(path)!r} does not exist")
-    elif "(" not in text and os.path.isfile(text):
+    elif "(" not in text:
+        if not os.path.isfile(text):
+            raise InputError(
+                f"{what}: {text!r} is neither a structure string (Name(args)...) nor an "
+                "existing file"
+            )
         path = Path(text)
     if path is None:
         return Structure.parse(text)

@@ -28,6 +28,19 @@ def build_norm(norm: Norm, channels: int, num_groups: int = 16, eps: float = 1e-
     raise ValueError(f"unknown norm {norm!r}")
 
 
+def kaiming_init_(module: nn.Module) -> None:
+    """mmcv ``kaiming_init`` on every conv (fan_out, ReLU, normal, bias 0) and γ=1, β=0 on every
+    BatchNorm / GroupNorm below ``module`` (the SCRFD backbones' ``init_weights``)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class ConvModule(nn.Module):
     """conv → [norm] → [ReLU], as ``mmcv.cnn.ConvModule`` (order conv-norm-act).
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from damofd.models.configs import MobileNetV1Config
+from damofd.models.layers import kaiming_init_
 
 __all__ = ["MobileNetV1"]
 
@@ -64,11 +65,4 @@ class MobileNetV1(nn.Module):
 
     def init_weights(self) -> None:
         """mmcv ``kaiming_init`` on convs (fan_out, ReLU, normal, bias 0); BN γ=1, β=0."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_init_(self)

@@ -23,6 +23,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from damofd.models.configs import ResNetV1eConfig
+from damofd.models.layers import kaiming_init_
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNetV1e"]
 
@@ -141,14 +142,7 @@ class ResNetV1e(nn.Module):
 
     def init_weights(self) -> None:
         """kaiming on convs (fan_out, ReLU, normal); BN γ=1 β=0; last BN of each block γ=0."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_init_(self)
         for m in self.modules():
             if isinstance(m, (BasicBlock, Bottleneck)):
                 nn.init.zeros_(m.last_bn.weight)
