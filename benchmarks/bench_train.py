@@ -44,17 +44,8 @@ def bench_data(args, cfg, workers: int) -> dict:
     from torch.utils.data import DataLoader
 
     from damofd.data.dataset import WiderFaceDataset, collate_batch
-    from damofd.data.transforms import AugmentConfig
 
-    d = cfg.data
-    aug = AugmentConfig(
-        size=d.img_size,
-        crop_choice=tuple(d.crop_choice),
-        clip_border=d.bbox_clip_border,
-        flip_ratio=d.flip_ratio,
-        photometric=d.photometric,
-    )
-    ds = WiderFaceDataset(args.labels, args.images, config=aug, seed=0)
+    ds = WiderFaceDataset(args.labels, args.images, config=cfg.data.augment_config(), seed=0)
     n = min(args.data_samples, len(ds))
     import cv2
 

@@ -17,8 +17,7 @@ Heavy submodules are imported lazily, so ``import damofd`` is cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from damofd._lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -39,14 +38,4 @@ _LAZY: dict[str, str] = {
 __all__ = ["__version__", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'damofd' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals(), __all__)

@@ -13,8 +13,7 @@ Public API (see docs/data.md):
 * :mod:`damofd.data.sampler` — :class:`GroupSampler` (aspect-ratio groups, distributed).
 """
 
-from typing import Any
-
+from damofd._lazy import lazy_attributes
 from damofd.data.check import CheckReport, check_labelv2
 from damofd.data.convert import convert
 from damofd.data.imagesize import read_image_size
@@ -40,14 +39,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'damofd.data' has no attribute {name!r}")
-
-
 __all__ = [
     "KEYPOINT_FLIP_ORDER",
     "NUM_KEYPOINTS",
@@ -71,3 +62,5 @@ __all__ = [
     "scan_labelv2",
     "write_labelv2",
 ]
+
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals(), __all__)

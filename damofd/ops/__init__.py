@@ -6,8 +6,7 @@ Names are resolved lazily, so the numpy-only pieces (:func:`nms_numpy`,
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from damofd._lazy import lazy_attributes
 
 _LAZY: dict[str, str] = {
     **dict.fromkeys(
@@ -43,14 +42,4 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'damofd.ops' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals(), __all__)

@@ -12,9 +12,7 @@ the torch parts (:class:`MasterNet`, :func:`compute_torch_proxy`) are imported o
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from damofd._lazy import lazy_attributes
 from damofd.search.cost import (
     BlockCost,
     CostModel,
@@ -100,10 +98,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'damofd.search' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals(), __all__)

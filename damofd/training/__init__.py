@@ -13,8 +13,7 @@ Names are resolved lazily so ``import damofd.training`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from damofd._lazy import lazy_attributes
 
 _LAZY: dict[str, str] = {
     "ATSSAssigner": "damofd.training.assigner",
@@ -36,14 +35,4 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'damofd.training' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals(), __all__)

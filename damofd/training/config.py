@@ -43,9 +43,12 @@ import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from damofd.errors import ConfigError
+
+if TYPE_CHECKING:
+    from damofd.data.transforms import AugmentConfig
 
 __all__ = [
     "CheckpointConfig",
@@ -144,6 +147,18 @@ class DataConfig:
     flip_ratio: float = 0.5
     photometric: bool = True
     shuffle: bool = True
+
+    def augment_config(self) -> AugmentConfig:
+        """The :class:`damofd.data.AugmentConfig` these settings describe."""
+        from damofd.data.transforms import AugmentConfig
+
+        return AugmentConfig(
+            size=self.img_size,
+            crop_choice=tuple(self.crop_choice),
+            clip_border=self.bbox_clip_border,
+            flip_ratio=self.flip_ratio,
+            photometric=self.photometric,
+        )
 
 
 @dataclass

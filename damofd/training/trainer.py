@@ -458,17 +458,11 @@ class Trainer:
         # ---- data (fails before any training on missing images / malformed labels) --------
         from damofd.data.dataset import WiderFaceDataset
         from damofd.data.sampler import GroupSampler
-        from damofd.data.transforms import AugmentConfig
 
         d = cfg.data
-        aug = AugmentConfig(
-            size=d.img_size,
-            crop_choice=tuple(d.crop_choice),
-            clip_border=d.bbox_clip_border,
-            flip_ratio=d.flip_ratio,
-            photometric=d.photometric,
+        self.dataset = WiderFaceDataset(
+            d.train, d.train_images, config=d.augment_config(), seed=cfg.seed
         )
-        self.dataset = WiderFaceDataset(d.train, d.train_images, config=aug, seed=cfg.seed)
         self.dataset.validate()
         self.sampler = GroupSampler(
             self.dataset.flag,
