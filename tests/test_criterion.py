@@ -174,9 +174,9 @@ def test_hand_computed_perfect_boxes() -> None:
     # QFL: positives BCE(0, 1)·0.5², negatives BCE(0, 0)·0.5² — both ln2/4; divided by #pos
     expected_cls = n_anchors * math.log(2) / 4 / npos
     assert math.isclose(float(losses["loss_cls"].detach()), expected_cls, rel_tol=1e-5)
-    assert float(losses["loss_bbox"]) < 1e-5  # DIoU of identical boxes (eps only)
+    assert float(losses["loss_bbox"].detach()) < 1e-5  # DIoU of identical boxes (eps only)
     # kps: every offset wrong by 1 stride unit: 10·SmoothL1(1)·0.1·w / Σw = 10·(1 − β/2)·0.1
-    assert math.isclose(float(losses["loss_kps"]), 10 * (1 - 0.5 / 9) * 0.1, rel_tol=1e-5)
+    assert math.isclose(float(losses["loss_kps"].detach()), 10 * (1 - 0.5 / 9) * 0.1, rel_tol=1e-5)
     assert math.isclose(stats.weight_avg, 0.5 * npos, rel_tol=1e-6)
     assert stats.num_pos_avg == npos and sum(stats.num_pos_per_level) == npos
 
@@ -202,7 +202,7 @@ def test_gradients_zero_gt_and_no_kps_mode() -> None:
     crit = SCRFDCriterion()  # use_kps False by default
     losses = crit(cls, box, None, [torch.zeros(0, 4), torch.zeros(0, 4)])
     assert set(losses) == {"loss_cls", "loss_bbox"}
-    assert float(losses["loss_bbox"]) == 0.0
+    assert float(losses["loss_bbox"].detach()) == 0.0
     sum(losses.values()).backward()
     for t in box:  # still part of the graph (DDP), exact zero gradient
         assert t.grad is not None and float(t.grad.abs().sum()) == 0.0
@@ -231,7 +231,7 @@ def test_positive_gradients_and_kps_without_annotation() -> None:
     # gt_keypoints=None: keypoint loss exactly zero
     cls, box, kps = _outputs(2, 64, seed=4)
     losses = SCRFDCriterion(use_kps=True)(cls, box, kps, boxes, None)
-    assert float(losses["loss_kps"]) == 0.0
+    assert float(losses["loss_kps"].detach()) == 0.0
 
 
 def test_config_and_half_precision_inputs() -> None:
