@@ -86,6 +86,21 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, indent: int | None
     return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
+def read_json_object(
+    path: str | os.PathLike[str], error: type[Exception] = ValueError
+) -> dict[str, Any]:
+    """Read a JSON file holding an object; ``error`` is raised naming the file (and the line of
+    a syntax error) when it is not valid JSON or not an object."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise error(f"{p}:{e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(data, dict):
+        raise error(f"{p}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> Path:
     """``torch.save`` through a temporary file and an atomic rename."""
     import torch

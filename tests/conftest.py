@@ -32,3 +32,15 @@ def require_asset(root: Path, rel: str) -> Path:
     if not p.exists():
         pytest.skip(f"asset missing: {p}")
     return p
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch intra-op thread for the test (restored after): tiny networks run as fast and
+    do not oversubscribe the shared CI cores, even when OMP_NUM_THREADS was set higher."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -23,14 +23,8 @@ from damofd.search.masternet import (
 from damofd.search.structure import BLOCK_TYPES, Block, BlockKind, Structure, smart_round
 from tests._spec import RELEASED_STRUCTURES
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one thread is as fast and avoids oversubscription on the shared CI cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny networks: one torch thread (see the fixture in conftest)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # spec §3.1

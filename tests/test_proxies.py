@@ -24,14 +24,8 @@ from damofd.search.proxies import (
     zen_score,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one thread is as fast and avoids oversubscription on the shared CI cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny networks: one torch thread (see the fixture in conftest)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # one block of every family, five blocks, total stride 32

@@ -227,14 +227,11 @@ class FaceDetector:
         wpath = Path(weights)
         if not wpath.is_file():
             raise InputError(f"{wpath}: weights file not found")
-        if wpath.suffix.lower() == ".onnx":
-            from damofd.models.onnx_import import import_scrfd_onnx
+        if wpath.suffix.lower() != ".onnx":
+            return cls.from_checkpoint(wpath, name=name, device=device, fp16=fp16, **kwargs)
+        from damofd.models.onnx_import import import_scrfd_onnx
 
-            model = import_scrfd_onnx(wpath, config=name, form="fused")
-        else:
-            from damofd.models.checkpoint import load_model
-
-            model = load_model(wpath, name=name)
+        model = import_scrfd_onnx(wpath, config=name, form="fused")
         return cls.from_model(
             model, device=device, fp16=fp16, fuse=True, copy_model=False, **kwargs
         )

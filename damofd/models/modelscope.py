@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import json
 import operator
 import os
 import re
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from damofd.errors import ConfigError, DamoFDError, InputError
+from damofd.io import read_json_object
 from damofd.models.configs import (
     DetectorConfig,
     MasterNetConfig,
@@ -525,12 +525,7 @@ def is_modelscope_dir(path: str | os.PathLike[str]) -> bool:
 
 
 def _read_configuration(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object")
+    data = read_json_object(path, InputError)
     model = data.get("model")
     mtype = model.get("type") if isinstance(model, dict) else None
     if not isinstance(mtype, str) or mtype.lower() != "damofd":

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from damofd.errors import ConfigError
+from damofd.io import read_json_object
 
 if TYPE_CHECKING:
     from damofd.data.transforms import AugmentConfig
@@ -710,13 +711,7 @@ def load_config_file(path: str | os.PathLike[str]) -> TrainConfig:
         raise FileNotFoundError(f"config file {str(p)!r} does not exist")
     where = str(p)
     if p.suffix.lower() == ".json":
-        try:
-            raw = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{where}:{e.lineno}: invalid JSON ({e.msg})") from None
-        if not isinstance(raw, Mapping):
-            raise ConfigError(f"{where}: the JSON file must hold an object")
-        return _from_plain(raw, where)
+        return _from_plain(read_json_object(p, ConfigError), where)
     if p.suffix.lower() == ".py":
         from damofd.models.modelscope import read_mmcv_config
 
