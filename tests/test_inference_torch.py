@@ -130,3 +130,25 @@ def test_our_onnx_export(det_500m: Path, photos, tmp_path: Path) -> None:
         assert len(got) == len(want) >= 6
         np.testing.assert_allclose(got.boxes, want.boxes, atol=2e-3)
         np.testing.assert_allclose(got.keypoints, want.keypoints, atol=2e-3)
+
+
+def test_channels_last_matches_contiguous() -> None:
+    """The CPU default (NHWC) gives the raw outputs of the plain NCHW run, GroupNorm head included,
+    and leaves the caller's module untouched."""
+    import torch
+
+    from damofd.inference.backends import TorchBackend
+    from damofd.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("damofd-0.5g-kps").eval()
+    nhwc = TorchBackend(model)
+    nchw = TorchBackend(model, channels_last=False)
+    assert nhwc.channels_last and not nchw.channels_last and "channels-last" in nhwc.description
+    first = next(model.parameters())
+    assert first.dim() != 4 or first.is_contiguous()  # the caller's weights stay NCHW
+    blob = np.random.default_rng(0).normal(0, 0.5, (2, 3, 96, 160)).astype(np.float32)
+    got, want = nhwc.run(blob), nchw.run(blob)
+    assert [g.shape for g in got] == [w.shape for w in want]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)

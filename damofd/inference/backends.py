@@ -148,6 +148,9 @@ class TorchBackend:
         fp16: run in half precision (GPU only; outputs are returned as float32).
         fuse: fold BatchNorm into the convolutions (on a copy unless ``copy_model=False``).
         copy_model: deep-copy ``model`` before fusing/moving it so the caller's module is untouched.
+        channels_last: run in the NHWC memory format (``None``: on the CPU only, where oneDNN's
+            NHWC depthwise/pointwise kernels make a 0.5G model ~1.5× faster; outputs unchanged
+            to float rounding).
     """
 
     def __init__(
@@ -158,6 +161,7 @@ class TorchBackend:
         fp16: bool = False,
         fuse: bool = True,
         copy_model: bool = True,
+        channels_last: bool | None = None,
     ) -> None:
         import torch
 
@@ -174,6 +178,9 @@ class TorchBackend:
         model.to(dev)
         if fp16:
             model.half()
+        self.channels_last = dev.type == "cpu" if channels_last is None else bool(channels_last)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
         self.model = model
         self.device = dev
         self.fp16 = fp16
@@ -184,7 +191,8 @@ class TorchBackend:
         )
         self.description = (
             f"torch {torch.__version__} {type(model).__name__} on {dev}"
-            f"{' fp16' if fp16 else ''} ({'kps' if model.use_kps else 'no kps'})"
+            f"{' fp16' if fp16 else ''}{' channels-last' if self.channels_last else ''} "
+            f"({'kps' if model.use_kps else 'no kps'})"
         )
 
     def run(self, blob: np.ndarray) -> list[np.ndarray]:
@@ -194,5 +202,7 @@ class TorchBackend:
             x = torch.from_numpy(blob).to(self.device)  # zero-copy on the CPU
             if self.fp16:
                 x = x.half()
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             outs = self.model.forward_export(x)
             return [o.float().cpu().numpy() for o in outs]

@@ -189,11 +189,19 @@ class FaceDetector:
         fp16: bool = False,
         fuse: bool = True,
         copy_model: bool = True,
+        channels_last: bool | None = None,
         **kwargs: Any,
     ) -> FaceDetector:
-        """From a :class:`damofd.models.SCRFD` module (BN fused, moved to ``device``; on a copy
-        unless ``copy_model=False``)."""
-        backend = TorchBackend(model, device=device, fp16=fp16, fuse=fuse, copy_model=copy_model)
+        """From a :class:`damofd.models.SCRFD` module (BN fused, moved to ``device``, NHWC on
+        the CPU unless ``channels_last=False``; on a copy unless ``copy_model=False``)."""
+        backend = TorchBackend(
+            model,
+            device=device,
+            fp16=fp16,
+            fuse=fuse,
+            copy_model=copy_model,
+            channels_last=channels_last,
+        )
         return cls(backend, **kwargs)
 
     @classmethod
