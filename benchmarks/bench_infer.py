@@ -21,6 +21,8 @@ Per ONNX model, all on the same 640×480 BGR array (``t1.jpg`` resized):
   twice its inverse bounds any 2-core throughput; ``overhead_cpu_ms``: CPU time of everything
   around the network in ``predict`` (single-threaded detector), and ``e2e_over_model_from_cpu``
   = 1 + overhead / model-only, the overhead ratio without the noise of a shared machine;
+  ``batch_speedup_ceiling`` = single-image time / ((cpu_1thread + overhead) / threads): the batch
+  gain if every core did single-threaded work with no synchronisation (an upper bound);
 * ``yunet``: ``cv2.FaceDetectorYN`` (``yunet_2023mar_640x640.onnx``) at 640×480, same image.
 
 Timings are medians (or minima with ``--stat min``) over ``--repeat`` runs after a warm-up, the
@@ -174,6 +176,10 @@ def bench_onnx(
     single = row["e2e_single_ms_per_img"]
     row["batch_one_session_speedup"] = single / row["e2e_batch_one_session_ms_per_img"]
     row["batch_2workers_speedup"] = single / row["e2e_batch_2workers_ms_per_img"]
+    # the most any scheme can get from `threads` cores: every core busy with single-threaded
+    # work (network + our overhead, as CPU time) and no synchronisation at all
+    ideal = (row["cpu_1thread_ms"] + row["overhead_cpu_ms"]) / max(threads, 1)
+    row["batch_speedup_ceiling"] = single / ideal
     return row
 
 
