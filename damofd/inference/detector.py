@@ -227,10 +227,18 @@ class FaceDetector:
             ms_id = next((k for k, v in ids if v == name.lower()), None)
             if ms_id is not None:
                 return cls.from_modelscope(ms_id, device=device, fp16=fp16, **kwargs)
+            from damofd.models.zoo import get_model_info
+
+            info = get_model_info(name)
+            where = "; ".join(f"{w.kind}: {w.location}" for w in info.weights)
+            why = (
+                f"its released weights cannot be fetched automatically ({where}); download them"
+                if where
+                else "no weights were released for it; train your own"
+            )
             raise ConfigError(
-                f"model {name!r}: no pretrained weights are available offline; pass weights= "
-                f"(a .pth checkpoint or an ONNX file of this architecture) or use "
-                f"FaceDetector.from_onnx"
+                f"model {name!r}: {why} and pass weights= (CLI: --weights FILE), a .pth "
+                f"checkpoint or an ONNX file of this architecture"
             )
         wpath = Path(weights)
         if not wpath.is_file():
