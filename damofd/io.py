@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from damofd.errors import InputError
+
 __all__ = [
     "atomic_write",
     "atomic_write_bytes",
@@ -23,6 +25,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_torch_save",
     "ensure_writable_dir",
+    "ensure_writable_file",
 ]
 
 
@@ -49,15 +52,38 @@ def _default_mode(target: Path) -> int:
         return 0o666 & ~mask
 
 
+def _reason(e: OSError) -> str:
+    """``"permission denied"`` for an OSError with an errno, else its text."""
+    return e.strerror[0].lower() + e.strerror[1:] if e.strerror else str(e)
+
+
+def _write_error(target: Path, e: OSError) -> InputError:
+    return InputError(f"cannot write {str(target)!r}: {_reason(e)}")
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
     """Call ``write(fileobj)`` on a temporary file, then atomically move it to ``path``.
 
     The file gets the usual permissions (those of the file it replaces, or 0o666 minus the
-    umask), not the 0o600 of a raw ``mkstemp`` file.
+    umask), not the 0o600 of a raw ``mkstemp`` file. A ``path`` that is a directory, and an
+    ``OSError`` while creating the folder or creating, writing or renaming the temporary file
+    (permission denied, disk full...), raise :class:`~damofd.errors.InputError` naming ``path``
+    (not the temporary file) and the reason; no temporary file is left behind.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    if target.is_dir():
+        raise InputError(f"cannot write {str(target)!r}: it is a directory (give a file path)")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(
+            f"cannot write {str(target)!r}: cannot create its folder {str(target.parent)!r} "
+            f"({_reason(e)})"
+        ) from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as e:
+        raise _write_error(target, e) from None
     try:
         with contextlib.suppress(OSError):
             os.fchmod(fd, _default_mode(target))
@@ -66,6 +92,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise _write_error(target, e) from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -108,6 +138,14 @@ def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def _probe_dir(p: Path) -> None:
+    """Create folder ``p`` if needed and write and delete a probe file in it (raises OSError)."""
+    p.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=p)
+    os.close(fd)
+    os.unlink(probe)
+
+
 def ensure_writable_dir(path: str | os.PathLike[str], what: str = "output directory") -> Path:
     """Create ``path`` if needed and prove it is writable, *before* a long job starts.
 
@@ -117,10 +155,34 @@ def ensure_writable_dir(path: str | os.PathLike[str], what: str = "output direct
     if p.exists() and not p.is_dir():
         raise NotADirectoryError(f"{what} {str(p)!r} exists and is not a directory")
     try:
-        p.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=p)
-        os.close(fd)
-        os.unlink(probe)
+        _probe_dir(p)
     except OSError as e:
         raise PermissionError(f"{what} {str(p)!r} is not writable: {e.strerror or e}") from None
+    return p
+
+
+def ensure_writable_file(
+    path: str | os.PathLike[str], what: str = "output file", example: str = "out.json"
+) -> Path:
+    """Prove, *before* a long job starts, that :func:`atomic_write` will be able to write ``path``.
+
+    Creates the file's folder if needed and writes (and deletes) a probe file in it; the file
+    itself is not touched. Raises :class:`~damofd.errors.InputError` naming ``what`` and the path
+    when ``path`` is a directory (suggesting ``path/example``) or its folder cannot be created or
+    written (with the reason, e.g. "permission denied").
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(
+            f"{what} {str(p)!r} is a directory; give a file path such as {str(p / example)!r}"
+        )
+    parent = p.parent
+    if parent.exists() and not parent.is_dir():
+        raise InputError(f"{what} {str(p)!r}: {str(parent)!r} is not a directory")
+    try:
+        _probe_dir(parent)
+    except OSError as e:
+        raise InputError(
+            f"{what} {str(p)!r} cannot be written: {_reason(e)} (folder {str(parent)!r})"
+        ) from None
     return p

@@ -182,3 +182,39 @@ def test_cli_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
               "--out", str(out)])  # fmt: skip
     assert rc == 2
     assert out.read_text() == "# e/a.jpg 50 40\n1 2 11 22\n"  # untouched on failure
+
+
+def test_cli_convert_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def error(*argv: str) -> str:
+        assert cli(["data", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 or "missing under" in err, err
+        return err
+
+    # a .mat given to a text converter: named as such, with the converter that reads it
+    mat = tmp_path / "wider_face_train.mat"
+    savemat(mat, {"event_list": np.zeros((3, 1)), "x": np.arange(300.0)}, do_compression=True)
+    for fmt in ("wider-txt", "retinaface"):
+        err = error("convert", "--from", fmt, str(mat), "--out", str(tmp_path / "x.txt"))
+        assert err.startswith("damofd data convert: error: ")  # the sub-command, not "data:"
+        assert "MATLAB .mat file" in err and "--from wider-mat" in err
+    assert "MATLAB .mat file" in error("check", str(mat))
+    assert error("check", str(mat)).startswith("damofd data check: error: ")
+    binary = tmp_path / "b.txt"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    assert "not a UTF-8 text file" in error("convert", "--from", "wider-txt", str(binary),
+                                            "--out", str(tmp_path / "x.txt"))  # fmt: skip
+    # --out is checked before the conversion (here the source does not even exist)
+    err = error(
+        "convert", "--from", "wider-txt", str(tmp_path / "nope.txt"), "--out", str(tmp_path)
+    )
+    assert f"--out {str(tmp_path)!r} is a directory" in err
+    # missing images: the remedy is the command-line flag, the API names its argument
+    src = tmp_path / "gt.txt"
+    src.write_text("e/a.jpg\n1\n1 2 10 20 0 0 0 0 0 0\n")
+    (tmp_path / "img").mkdir()
+    err = error("convert", "--from", "wider-txt", str(src), "--out", str(tmp_path / "l.txt"),
+                "--images", str(tmp_path / "img"))  # fmt: skip
+    assert "pass --skip-missing to drop them" in err and "skip_missing" not in err
+    with pytest.raises(InputError, match=r"skip_missing=True"):
+        convert("wider-txt", src, image_dir=tmp_path / "img")

@@ -210,3 +210,15 @@ def test_inconsistent_ground_truth_files(tmp_path: Path) -> None:
         load_wider_gt(tmp_path / "junk")
     with pytest.raises(InputError, match="does not exist"):
         load_wider_gt(tmp_path / "nowhere")
+
+
+def test_ground_truth_given_as_one_of_its_files(tmp_path: Path) -> None:
+    gt_dir = write_gt_mats(tmp_path / "gt", _images())
+    whole = load_wider_gt(gt_dir)
+    for name in GT_FILES.values():  # e.g. --gt .../wider_face_val.mat: its folder is read
+        one = load_wider_gt(gt_dir / name)
+        assert one.names == whole.names and np.array_equal(one.boxes, whole.boxes)
+    other = write(tmp_path / "gt" / "notes.txt", "x")
+    with pytest.raises(InputError, match=r"notes\.txt' is a file; pass the folder that holds "
+                       r"wider_face_val\.mat"):  # fmt: skip
+        load_wider_gt(other)

@@ -154,3 +154,39 @@ def test_channels_last_matches_contiguous() -> None:
     assert [g.shape for g in got] == [w.shape for w in want]
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_device_and_thresholds_validated(one_torch_thread: None, tmp_path: Path) -> None:
+    import torch
+
+    from damofd.inference.backends import TorchBackend, check_torch_device
+    from damofd.models import create_model
+
+    model = create_model("damofd-0.5g")
+    for bad in ("foo", "cuda:x", ""):
+        with pytest.raises(ConfigError, match=rf"device {bad!r} is not a torch device"):
+            TorchBackend(model, device=bad)
+    if torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"only .* CUDA device"):
+            check_torch_device("cuda:99")
+    else:
+        with pytest.raises(ConfigError, match="'cuda:0' requested but CUDA is not available"):
+            check_torch_device("cuda:0")
+    assert check_torch_device("cpu").type == "cpu"
+    # checked before the checkpoint is read
+    with pytest.raises(ConfigError, match="device 'gpu0'"):
+        FaceDetector.from_checkpoint(tmp_path / "any.pth", device="gpu0")
+
+    with pytest.raises(ConfigError, match=r"score_thr must be in \[0, 1\], got 1.5"):
+        FaceDetector.from_model(model, score_thr=1.5)
+    det = FaceDetector.from_model(model, nms_thr=0.3)
+    assert det.nms_thr == 0.3 and det.score_thr == 0.5
+    with pytest.raises(ConfigError, match=r"nms_thr must be in \(0, 1\], got 0"):
+        det.nms_thr = 0
+    with pytest.raises(ConfigError, match="score_thr must be in"):
+        det.score_thr = -0.1
+    assert det.nms_thr == 0.3 and det.score_thr == 0.5  # unchanged
+    img = np.zeros((64, 64, 3), np.uint8)
+    for kw in ({"score_thr": 2.0}, {"nms_thr": 1.5}, {"max_faces": -1}):
+        with pytest.raises(ConfigError):
+            det.predict(img, **kw)

@@ -186,8 +186,14 @@ def test_mismatch_reports_grouped_keys(tmp_path: Path) -> None:
 
 def test_kps_mismatch_hint_and_shape_message() -> None:
     sd = zoo_model("damofd-0.5g-kps").state_dict()
-    with pytest.raises(CheckpointError, match=r"bbox_head\.stride_kps\.0\.\* \(2 keys\).*use_kps"):
+    with pytest.raises(CheckpointError, match=r"bbox_head\.stride_kps\.0\.\* \(2 keys\).*"
+                       r"keypoint weights: use the zoo model 'damofd-0\.5g-kps'"):  # fmt: skip
         load_checkpoint(create_model("damofd-0.5g", init=False), {"state_dict": sd})
+    # a model without a zoo name (e.g. a searched structure) gets the use_kps hint
+    custom = create_model("damofd-0.5g", init=False)
+    custom.name = None
+    with pytest.raises(CheckpointError, match=r"build the model with use_kps=True"):
+        load_checkpoint(custom, {"state_dict": sd})
     bad = dict(sd)
     bad["bbox_head.stride_cls.0.weight"] = torch.zeros(4, 64, 3, 3)
     with pytest.raises(
@@ -233,9 +239,10 @@ def test_read_checkpoint_errors(tmp_path: Path) -> None:
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"junk\.pth"):
         read_checkpoint(tmp_path / "junk.pth")
-    with open(tmp_path / "obj.pth", "wb") as f:
-        pickle.dump({"state_dict": {}, "meta": _Arbitrary()}, f, protocol=2)
-    with pytest.raises(CheckpointError, match="trust_pickle=True"):
+    # a genuine torch.save file with arbitrary objects: only that one suggests trust_pickle
+    torch.save({"state_dict": {}, "meta": _Arbitrary()}, tmp_path / "obj.pth")
+    with pytest.raises(CheckpointError, match=r"type \S*test_models_checkpoint\._Arbitrary\)"
+                       r"; if you trust the file, load it with trust_pickle=True"):  # fmt: skip
         read_checkpoint(tmp_path / "obj.pth")
     torch.save([1, 2], tmp_path / "list.pth")
     with pytest.raises(CheckpointError, match="expected a dict"):
@@ -243,3 +250,53 @@ def test_read_checkpoint_errors(tmp_path: Path) -> None:
     torch.save({"state_dict": {"a": 1}}, tmp_path / "nontensor.pth")
     with pytest.raises(CheckpointError, match="non-tensor entries a"):
         load_checkpoint(create_model("scrfd-500m", init=False), tmp_path / "nontensor.pth")
+
+
+def test_files_that_are_not_checkpoints(tmp_path: Path) -> None:
+    """Anything torch.save did not write is named as such, never "trust_pickle=True"."""
+    import zipfile
+
+    rng = torch.Generator().manual_seed(0)
+    files = {
+        "photo.pth": (b"\xff\xd8\xff\xe0" + bytes(60), "a JPEG image"),
+        "random.pth": (bytes(torch.randint(0, 256, (4096,), generator=rng).tolist()), "unknown"),
+        "empty.pth": (b"", "the file is empty"),
+    }
+    for name, (data, _) in files.items():
+        (tmp_path / name).write_bytes(data)
+    with open(tmp_path / "plain.pkl", "wb") as f:
+        pickle.dump({"w": [1.0, 2.0]}, f, protocol=2)
+    files["plain.pkl"] = (b"", "a Python pickle not written by torch.save")
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as z:
+        z.writestr("readme.txt", "hello")
+    files["other.zip"] = (b"", "a zip archive without the data.pkl record")
+    for name, (_, what) in files.items():
+        with pytest.raises(CheckpointError, match="not a PyTorch checkpoint") as e:
+            read_checkpoint(tmp_path / name)
+        assert what in str(e.value) and "trust_pickle" not in str(e.value), name
+    # the legacy (pre-1.6) torch.save format is still a checkpoint
+    sd = {"w": torch.arange(3.0)}
+    torch.save(sd, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    assert torch.equal(read_checkpoint(tmp_path / "legacy.pth")["w"], sd["w"])
+
+
+def test_hints_name_zoo_models(tmp_path: Path) -> None:
+    from damofd.models.checkpoint import ArchitectureNotRecordedError
+
+    plain = tmp_path / "plain.pth"
+    torch.save(zoo_model("damofd-0.5g").state_dict(), plain)
+    # a checkpoint without keypoints for the -kps model: the hint names the matching zoo model
+    with pytest.raises(CheckpointError, match=r"no keypoint weights: use the zoo model "
+                       r"'damofd-0\.5g'") as e:  # fmt: skip
+        load_model(plain, name="damofd-0.5g-kps")
+    assert "use_kps" not in str(e.value)
+    kps = tmp_path / "kps.pth"
+    torch.save(zoo_model("damofd-0.5g-kps").state_dict(), kps)
+    with pytest.raises(CheckpointError, match=r"has keypoint weights: use the zoo model "
+                       r"'damofd-0\.5g-kps'"):  # fmt: skip
+        load_model(kps, name="damofd-0.5g")
+    # no recorded architecture and no name: the API error names the name= argument
+    with pytest.raises(ArchitectureNotRecordedError, match=r"name='damofd-10g'") as e2:
+        load_model(plain)
+    assert e2.value.source == str(plain)
+    assert "`damofd export" in str(e2.value.with_hint("`damofd export ...`"))

@@ -190,3 +190,21 @@ def test_score_torch_proxy(capsys: pytest.CaptureFixture[str]) -> None:
     argv += ["--batch-size", "2", "--seed", "0", "--json"]
     a, b = _json(capsys, argv), _json(capsys, argv)
     assert a == b and a["proxy"] == "gradnorm" and a["score"] > 0
+
+
+def test_score_stage_weights_and_directories(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    s = RELEASED["0.5g"]
+    err = _error(capsys, ["score", s, "--stage-weights", "0.5,0.5"])
+    assert "--stage-weights gives 2 weights for a structure of 5 blocks" in err
+    err = _error(capsys, ["score", s, "--stage-weights", "0.2,0.27,0.25,0.18,0.1,0.3"])
+    assert "gives 6 weights for a structure of 5 blocks" in err
+    d = _json(capsys, ["score", s, "--stage-weights", "0.2,0.27,0.25,0.18,0.1", "--json"])
+    assert abs(d["score"] - 9.335759) < 5e-7  # the released weights, given explicitly
+    err = _error(capsys, ["score", s, "--proxy", "flops", "--stage-weights", "1,1,1,1,1"])
+    assert "--stage-weights applies to --proxy ddsar, not flops" in err
+    err = _error(capsys, ["score", str(tmp_path)])
+    assert f"{str(tmp_path)!r} is a directory" in err and "best_structure.txt" in err
+    err = _error(capsys, ["score", f"@{tmp_path}"])
+    assert "is a directory, not a structure file" in err

@@ -189,3 +189,49 @@ def test_measured_latency_and_torch_proxy_search() -> None:
     assert res.accepted >= 1 and res.stats["failed"] == 0
     assert all(math.isfinite(c.score) for c in res.top_k)
     assert res.best is not None and res.best.stages is None
+
+
+class FailingScorer:
+    """A scorer that raises for its first ``fail_first`` calls (all calls when None)."""
+
+    def __init__(self, inner, fail_first: int | None = None) -> None:
+        self.inner, self.fail_first, self.calls = inner, fail_first, 0
+
+    def __call__(self, keys, flops, params, rng, iteration):
+        self.calls += 1
+        if self.fail_first is None or self.calls <= self.fail_first:
+            raise RuntimeError("proxy exploded")
+        return self.inner(keys, flops, params, rng, iteration)
+
+    def stages(self, keys):
+        return self.inner.stages(keys)
+
+
+def test_search_aborts_when_the_proxy_never_scores(tmp_path: Path) -> None:
+    from damofd.search.evolution import LOG_FILE, MAX_INITIAL_FAILURES
+
+    cfg = SearchConfig.from_preset("damofd-0.5g", iterations=100, population=16)
+    search = EvolutionSearch(cfg, tmp_path / "s")
+    search.scorer = FailingScorer(search.scorer)
+    with pytest.raises(ConfigError, match=r"ddsar proxy failed on all of the first 8 candidates "
+                       r"\(last: RuntimeError: proxy exploded\)"):  # fmt: skip
+        search.run()
+    assert search.scorer.calls == MAX_INITIAL_FAILURES == 8  # stopped at once, not at -9999
+    assert "search aborted" in (tmp_path / "s" / LOG_FILE).read_text()
+    # a search shorter than that fails at its end too instead of reporting a -9999 "best"
+    short = EvolutionSearch(SearchConfig.from_preset("damofd-0.5g", iterations=3))
+    short.scorer = FailingScorer(short.scorer)
+    with pytest.raises(ConfigError, match="first 3 candidates"):
+        short.run()
+    # failures after (or between) successes keep the reference behaviour: score -9999, go on
+    late = EvolutionSearch(SearchConfig.from_preset("damofd-0.5g", iterations=40, population=16))
+    late.scorer = FailingScorer(late.scorer, fail_first=MAX_INITIAL_FAILURES - 1)
+    res = late.run()
+    assert res.stats["failed"] == MAX_INITIAL_FAILURES - 1 and res.best.score > 0
+
+
+def test_unusable_device_fails_before_the_search() -> None:
+    with pytest.raises(ConfigError, match="invalid device 'foo'"):
+        EvolutionSearch(SearchConfig.from_preset("damofd-0.5g", proxy="zen", device="foo"))
+    # DDSAR never touches the device
+    EvolutionSearch(SearchConfig.from_preset("damofd-0.5g", device="foo"))

@@ -81,6 +81,8 @@ def test_sigkill_then_resume_is_bitwise_identical(resume_config: Path, tmp_path:
     proc = run_python(_SCRIPT, str(resume_config), str(killed), "0")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "resumed from" in proc.stderr
+    # 1 epoch of 3 iterations done, then 1 iteration of the second: said in 1-based epochs
+    assert "at iteration 4 (epoch 2, 1/3 iterations done)" in proc.stderr, proc.stderr[-2000:]
 
     reference = tmp_path / "reference"
     result = build_trainer(resume_config, reference).train()

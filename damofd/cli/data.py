@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --images: drop images that are not on disk instead of failing",
     )
-    conv.set_defaults(_data_run=_run_convert)
+    conv.set_defaults(_data_run=_run_convert, _error_prefix="damofd data convert")
 
     chk = sub.add_parser(
         "check",
@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-size-check", action="store_true", help="do not compare header sizes with the files"
     )
     chk.add_argument("-q", "--quiet", action="store_true", help="print errors only, no warnings")
-    chk.set_defaults(_data_run=_run_check)
+    chk.set_defaults(_data_run=_run_check, _error_prefix="damofd data check")
 
     show = sub.add_parser(
         "show",
@@ -89,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "0.3..2.0, no border clipping)",
     )
     show.add_argument("--no-photometric", action="store_true", help="skip colour distortion")
-    show.set_defaults(_data_run=_run_show)
+    show.set_defaults(_data_run=_run_show, _error_prefix="damofd data show")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,17 +97,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from damofd.data.convert import convert
+    from damofd.data.convert import MissingImagesError, convert
     from damofd.data.labelv2 import write_labelv2
+    from damofd.io import ensure_writable_file
 
-    result = convert(
-        args.source_format,
-        args.src,
-        image_dir=args.images,
-        invalid=args.invalid,
-        drop_empty=args.drop_empty,
-        skip_missing=args.skip_missing,
-    )
+    ensure_writable_file(args.out, "--out", "labelv2.txt")  # before reading every image header
+    try:
+        result = convert(
+            args.source_format,
+            args.src,
+            image_dir=args.images,
+            invalid=args.invalid,
+            drop_empty=args.drop_empty,
+            skip_missing=args.skip_missing,
+        )
+    except MissingImagesError as e:
+        raise e.with_hint("pass --skip-missing to drop them") from None
     out = write_labelv2(args.out, result.images)
     n_boxes = sum(i.num_objects for i in result.images)
     n_kps = sum(int(i.has_keypoints.sum()) for i in result.images)

@@ -7,20 +7,25 @@ Examples::
     damofd detect photos/ clip.mp4 --model damofd-0.5g-kps --weights e640.pth --save-vis
     damofd detect --camera 0 --onnx det_500m.onnx --save-vis --max-frames 300
 
-Folders are searched recursively for images and videos. Unreadable inputs are reported on stderr
-and skipped; the final summary (stderr) says how many failed, and the exit status is 1 when any
-did (2 for a usage error). ``--json`` prints one JSON object per image (or video frame) on stdout:
-``{"path", "image_size", "scores", "boxes", "keypoints"}`` (+ ``"frame"`` for videos, ``"error"``
-for failures); boxes are ``[x1, y1, x2, y2]`` in original pixels.
+Folders are searched recursively for images and videos. Unreadable inputs (and folders holding no
+image or video) are reported on stderr and skipped; the final summary (stderr) says how many
+failed, and the exit status is 1 when any did (2 for a usage error). ``--json`` prints one JSON
+object per image (or video frame) on stdout: ``{"path", "image_size", "scores", "boxes",
+"keypoints"}`` (+ ``"frame"`` for videos, ``"error"`` for failures); boxes are
+``[x1, y1, x2, y2]`` in original pixels.
+
+``--onnx FILE`` runs onnxruntime; ``--model``/``--weights`` run PyTorch (``--backend onnx``
+exports the model to a temporary ONNX file first, like ``damofd eval``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,31 @@ HELP = "detect faces in images, folders, videos or a webcam"
 
 DEFAULT_CLI_SCORE_THR = 0.5
 DEFAULT_OUT = "damofd_detect_out"
+
+
+def _ranged(kind: type, ok: Callable[[Any], bool], what: str) -> Callable[[str], Any]:
+    """An argparse ``type=``: parse with ``kind`` and check ``ok``; argparse turns the error
+    into ``argument --flag: ...`` and exit status 2."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            noun = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    return parse
+
+
+#: argparse types shared by the detector verbs (``detect``, ``eval``)
+score_threshold = _ranged(float, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+nms_threshold = _ranged(float, lambda v: 0.0 < v <= 1.0, "in (0, 1]")
+positive_int = _ranged(int, lambda v: v >= 1, "≥ 1")
+non_negative_int = _ranged(int, lambda v: v >= 0, "≥ 0")
+positive_seconds = _ranged(float, lambda v: v > 0 and math.isfinite(v), "> 0")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,32 +79,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
         choices=("torch", "onnx"),
-        help="inference backend (default: onnx for an ONNX file, torch otherwise)",
+        help="inference backend (default: onnx for an ONNX file, torch otherwise; onnx with a "
+        "PyTorch model exports it to a temporary ONNX file first)",
     )
     parser.add_argument(
         "--score-thr",
-        type=float,
+        type=score_threshold,
         default=DEFAULT_CLI_SCORE_THR,
-        help=f"score threshold (default {DEFAULT_CLI_SCORE_THR}; WIDER evaluation uses 0.02)",
+        help=f"score threshold in [0, 1] (default {DEFAULT_CLI_SCORE_THR}; WIDER evaluation "
+        "uses 0.02)",
     )
     parser.add_argument(
-        "--nms-thr", type=float, help="NMS IoU threshold (default: the protocol's, 0.45 / 0.4)"
+        "--nms-thr",
+        type=nms_threshold,
+        help="NMS IoU threshold in (0, 1] (default: the protocol's, 0.45 / 0.4)",
     )
     parser.add_argument(
-        "--max-faces", type=int, default=0, help="keep at most N faces per image (0: all)"
+        "--max-faces",
+        type=non_negative_int,
+        default=0,
+        help="keep at most N faces per image (0: all)",
     )
     parser.add_argument(
         "--protocol",
         default="vga",
         help="vga (default), original, insightface, or a size HxW such as 480x640",
     )
-    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
-    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
-    parser.add_argument("--fp16", action="store_true", help="half precision (torch on CUDA)")
-    parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=8, help="images per forward pass"
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (torch backend)"
+    )
+    parser.add_argument(
+        "--fp16", action="store_true", help="half precision (torch backend on CUDA)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=non_negative_int,
+        help="onnxruntime intra-op threads (default or 0: one per core)",
+    )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=non_negative_int,
         help="onnxruntime sessions sharing each batch (data parallel; default 2 on the CPU "
         "with ≥ 2 threads; 0: one session takes the whole batch)",
     )
@@ -85,17 +132,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--save-vis", action="store_true", help="write annotated images/videos into --out"
     )
     parser.add_argument("--json", action="store_true", help="print JSON lines on stdout")
-    parser.add_argument("--camera", type=int, help="read from this camera index")
-    parser.add_argument("--max-frames", type=int, help="stop videos/cameras after N frames")
+    parser.add_argument("--camera", type=non_negative_int, help="read from this camera index")
     parser.add_argument(
-        "--url-timeout", type=float, default=10.0, help="seconds to wait for an http(s) URL"
+        "--max-frames", type=positive_int, help="stop videos/cameras after N frames (N ≥ 1)"
+    )
+    parser.add_argument(
+        "--url-timeout",
+        type=positive_seconds,
+        default=10.0,
+        help="seconds to wait for an http(s) URL",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (images and videos)"
     )
 
 
+def refuse_torch_flags(args: argparse.Namespace) -> None:
+    """:class:`ConfigError` when ``--device`` (other than cpu) or ``--fp16`` is given for a model
+    that runs on onnxruntime (they would be ignored)."""
+    flags = []
+    if args.device != "cpu":
+        flags.append(f"--device {args.device}")
+    if args.fp16:
+        flags.append("--fp16")
+    if flags:
+        verb, pronoun = ("applies", "it") if len(flags) == 1 else ("apply", "them")
+        raise ConfigError(
+            f"{' and '.join(flags)} {verb} to the torch backend, but this model runs on "
+            f"onnxruntime (CPU); add --backend torch or drop {pronoun}"
+        )
+
+
 def build_detector(args: argparse.Namespace) -> Any:
-    """The :class:`FaceDetector` described by the CLI options."""
+    """The :class:`FaceDetector` described by the CLI options.
+
+    ``--onnx FILE`` excludes ``--model``/``--weights``; ``--device`` (other than cpu) and
+    ``--fp16`` are refused on the onnx backend. ``--backend onnx`` with a PyTorch model exports
+    it to a temporary ONNX file first (:meth:`FaceDetector.to_onnx`, as ``damofd eval`` does).
+    """
     from damofd.inference import FaceDetector
 
+    if args.onnx is not None and (args.model is not None or args.weights is not None):
+        given = " and ".join(
+            f for f, v in (("--model", args.model), ("--weights", args.weights)) if v
+        )
+        raise ConfigError(
+            f"--onnx cannot be combined with {given}: pass --onnx FILE alone, or --model NAME "
+            f"--weights FILE (.pth or .onnx)"
+        )
+    if args.model is not None and args.model.lower().endswith(".onnx") and args.weights:
+        raise ConfigError(
+            f"--model {args.model} is an ONNX file; --weights is for a zoo name (drop one)"
+        )
     common: dict[str, Any] = {
         "protocol": args.protocol,
         "score_thr": args.score_thr,
@@ -105,30 +193,33 @@ def build_detector(args: argparse.Namespace) -> Any:
         "url_timeout": args.url_timeout,
     }
     torch_kw = {"device": args.device, "fp16": args.fp16}
+    onnx_kw = {"threads": args.threads, "workers": args.workers}
     onnx_file = args.onnx
     if onnx_file is None and args.weights and args.weights.lower().endswith(".onnx"):
         onnx_file = args.weights
     if onnx_file is None and args.model and args.model.lower().endswith(".onnx"):
         onnx_file = args.model
+    if onnx_file is None and not (args.model or args.weights):
+        raise ConfigError("no model: pass --onnx FILE, --model NAME --weights FILE, or --model ID")
+    backend = args.backend or ("onnx" if onnx_file is not None else "torch")
+    if backend == "onnx":
+        refuse_torch_flags(args)
     if onnx_file is not None:
-        if args.backend == "torch":
-            return FaceDetector.from_zoo(
-                args.model or _detect_onnx_arch(onnx_file), weights=onnx_file, **torch_kw, **common
-            )
-        return FaceDetector.from_onnx(
-            onnx_file, threads=args.threads, workers=args.workers, **common
-        )
-    if args.backend == "onnx":
-        raise ConfigError(
-            "--backend onnx needs an ONNX file (--onnx); export a checkpoint with `damofd export`"
-        )
-    if args.weights:
-        if not args.model:
-            return FaceDetector.from_checkpoint(args.weights, **torch_kw, **common)
-        return FaceDetector.from_zoo(args.model, weights=args.weights, **torch_kw, **common)
-    if args.model:
-        return FaceDetector.from_pretrained(args.model, **torch_kw, **common)
-    raise ConfigError("no model: pass --onnx FILE, --model NAME --weights FILE, or --model ID")
+        if backend == "torch":
+            named = args.model is not None and args.weights is not None
+            arch = args.model if named else _detect_onnx_arch(onnx_file)
+            return FaceDetector.from_zoo(arch, weights=onnx_file, **torch_kw, **common)
+        return FaceDetector.from_onnx(onnx_file, **onnx_kw, **common)
+    if args.weights and not args.model:
+        det = FaceDetector.from_checkpoint(args.weights, **torch_kw, **common)
+    elif args.weights:
+        det = FaceDetector.from_zoo(args.model, weights=args.weights, **torch_kw, **common)
+    else:
+        det = FaceDetector.from_pretrained(args.model, **torch_kw, **common)
+    if backend == "onnx":
+        sys.stderr.write("damofd detect: exporting the model to ONNX for --backend onnx\n")
+        det = det.to_onnx(**onnx_kw)
+    return det
 
 
 def _detect_onnx_arch(path: str) -> str:
@@ -144,7 +235,8 @@ def _is_camera(s: str) -> bool:
 def _expand(
     inputs: list[str],
 ) -> Iterator[tuple[str, str, Path | None]]:
-    """Yield (kind, source, base folder) with kind in image / video / camera / missing."""
+    """Yield (kind, source, base folder) with kind in image / video / camera / empty (a folder
+    holding no image or video)."""
     from damofd.inference.image_io import IMAGE_EXTENSIONS
     from damofd.inference.video import VIDEO_EXTENSIONS
 
@@ -156,12 +248,17 @@ def _expand(
         elif Path(s).is_dir():
             base = Path(s)
             files = sorted(p for p in base.rglob("*") if p.is_file())
+            found = False
             for p in files:
                 ext = p.suffix.lower()
                 if ext in IMAGE_EXTENSIONS:
+                    found = True
                     yield "image", str(p), base
                 elif ext in VIDEO_EXTENSIONS:
+                    found = True
                     yield "video", str(p), base
+            if not found:
+                yield "empty", s, base
         elif Path(s).suffix.lower() in VIDEO_EXTENSIONS:
             yield "video", s, None
         else:
@@ -225,6 +322,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("no input: pass image files, folders, videos, URLs or --camera N")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be ≥ 1, got {args.batch_size}")
+    items = list(_expand(inputs))
     if args.save_vis or args.out:
         out_dir: Path | None = ensure_writable_dir(args.out or DEFAULT_OUT)
     else:
@@ -234,15 +332,19 @@ def run(args: argparse.Namespace) -> int:
     n_images = n_failed = n_faces = n_frames = 0
     t0 = time.perf_counter()
     quiet = args.json
+    progress = not quiet and not args.no_progress and sys.stderr.isatty()
 
     def report_error(msg: str) -> None:
         sys.stderr.write(f"damofd detect: skipped {msg}\n")
 
-    items = list(_expand(inputs))
+    for kind, src, _base in items:
+        if kind == "empty":
+            n_failed += 1
+            sys.stderr.write(f"damofd detect: warning: {src}: no images or videos in this folder\n")
     images = [(src, base) for kind, src, base in items if kind == "image"]
     # images first, in batches (streamed), then videos and cameras one by one
     bar = None
-    if not quiet and len(images) > 1 and sys.stderr.isatty():
+    if progress and len(images) > 1:
         from tqdm import tqdm
 
         bar = tqdm(total=len(images), unit="img", leave=False)
@@ -294,7 +396,7 @@ def run(args: argparse.Namespace) -> int:
                 source,
                 out_video,
                 max_frames=args.max_frames,
-                progress=not quiet,
+                progress=progress,
                 on_frame=on_frame,
             )
         except InputError as e:

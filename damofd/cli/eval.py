@@ -17,6 +17,15 @@ import argparse
 import json
 import sys
 
+from damofd.cli.detect import (
+    nms_threshold,
+    non_negative_int,
+    positive_int,
+    refuse_torch_flags,
+    score_threshold,
+)
+from damofd.errors import DamoFDError
+
 HELP = "run a detector over WIDER images and evaluate it"
 
 
@@ -47,16 +56,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--score-thr",
-        type=float,
+        type=score_threshold,
         default=0.02,
         metavar="T",
-        help="score threshold (protocol: 0.02)",
+        help="score threshold in [0, 1] (protocol: 0.02)",
     )
     parser.add_argument(
         "--nms-thr",
-        type=float,
+        type=nms_threshold,
         metavar="T",
-        help="NMS IoU threshold (default: the protocol's, 0.45; insightface 0.4)",
+        help="NMS IoU threshold in (0, 1] (default: the protocol's, 0.45; insightface 0.4)",
     )
     parser.add_argument(
         "--subset",
@@ -67,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--work-dir", metavar="DIR", help="prediction files (default runs/eval/<model>-<protocol>)"
     )
     parser.add_argument(
-        "--batch-size", type=int, default=8, metavar="N", help="images per forward pass"
+        "--batch-size", type=positive_int, default=8, metavar="N", help="images per forward pass"
     )
     parser.add_argument(
         "--backend",
@@ -76,12 +85,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "to <work-dir>/model.onnx first)",
     )
     parser.add_argument("--weights", metavar="FILE", help=".pth or ONNX weights for a zoo name")
-    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
-    parser.add_argument("--fp16", action="store_true", help="half precision (torch on CUDA)")
-    parser.add_argument("--threads", type=int, metavar="N", help="onnxruntime intra-op threads")
+    parser.add_argument(
+        "--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (torch backend)"
+    )
+    parser.add_argument(
+        "--fp16", action="store_true", help="half precision (torch backend on CUDA)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=non_negative_int,
+        metavar="N",
+        help="onnxruntime intra-op threads (default or 0: one per core)",
+    )
     parser.add_argument(
         "--limit",
-        type=int,
+        type=positive_int,
         metavar="N",
         help="only the first N images (by event and name; implies --subset), for a quick check",
     )
@@ -97,25 +115,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from damofd.evaluation.run import run_wider_eval
 
-    ev = run_wider_eval(
-        args.model,
-        args.wider_root,
-        args.gt,
-        protocol=args.protocol,
-        score_thr=args.score_thr,
-        nms_thr=args.nms_thr,
-        subset=args.subset,
-        work_dir=args.work_dir,
-        batch_size=args.batch_size,
-        backend=args.backend,
-        weights=args.weights,
-        device=args.device,
-        fp16=args.fp16,
-        threads=args.threads,
-        limit=args.limit,
-        fresh=args.fresh,
-        progress=not args.no_progress and sys.stderr.isatty(),
-    )
+    if args.backend == "onnx" or (
+        args.backend is None and str(args.model).lower().endswith(".onnx")
+    ):
+        refuse_torch_flags(args)
+    try:
+        ev = run_wider_eval(
+            args.model,
+            args.wider_root,
+            args.gt,
+            protocol=args.protocol,
+            score_thr=args.score_thr,
+            nms_thr=args.nms_thr,
+            subset=args.subset,
+            work_dir=args.work_dir,
+            batch_size=args.batch_size,
+            backend=args.backend,
+            weights=args.weights,
+            device=args.device,
+            fp16=args.fp16,
+            threads=args.threads,
+            limit=args.limit,
+            fresh=args.fresh,
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )
+    except DamoFDError as e:
+        # run_wider_eval words some advice with its Python arguments; say the flags instead
+        cli = getattr(e, "cli_message", None)
+        if cli is None:
+            raise
+        raise type(e)(cli) from None
     if args.json:
         sys.stdout.write(json.dumps(ev.to_dict(), indent=2) + "\n")
         return 0

@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--gt",
         required=True,
         metavar="DIR",
-        help="folder with wider_face_val.mat and wider_{easy,medium,hard}_val.mat",
+        help="folder with wider_face_val.mat and wider_{easy,medium,hard}_val.mat (or the path "
+        "of one of them)",
     )
     parser.add_argument(
         "--subset",
@@ -61,10 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from damofd.evaluation.plot import plot_pr_curves, require_matplotlib
     from damofd.evaluation.widerface import evaluate_wider
-    from damofd.io import atomic_write_json
+    from damofd.io import atomic_write_json, ensure_writable_file
 
+    # fail before the work, not after it
+    if args.out:
+        ensure_writable_file(args.out, "--out", "ap.json")
     if args.plot:
-        require_matplotlib()  # fail before the work, not after it
+        require_matplotlib()
+        ensure_writable_file(args.plot, "--plot", "pr.png")
     result = evaluate_wider(
         args.pred,
         args.gt,

@@ -65,20 +65,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from damofd.export.onnx import export_onnx_detailed
+    from damofd.io import ensure_writable_file
+    from damofd.models.checkpoint import ArchitectureNotRecordedError
 
+    ensure_writable_file(args.out, "--out", "model.onnx")  # before loading and tracing
     dynamic = bool(args.dynamic or args.shape is None)
-    res = export_onnx_detailed(
-        args.model,
-        args.out,
-        weights=args.weights,
-        dynamic=dynamic,
-        shape=args.shape,
-        batch=args.batch,
-        opset=args.opset,
-        simplify=args.simplify,
-        verify=not args.no_verify,
-        allow_random=args.random_init,
-    )
+    try:
+        res = export_onnx_detailed(
+            args.model,
+            args.out,
+            weights=args.weights,
+            dynamic=dynamic,
+            shape=args.shape,
+            batch=args.batch,
+            opset=args.opset,
+            simplify=args.simplify,
+            verify=not args.no_verify,
+            allow_random=args.random_init,
+        )
+    except ArchitectureNotRecordedError as e:
+        raise e.with_hint(
+            f"name its zoo architecture, e.g. `damofd export damofd-10g --weights {e.source}`"
+        ) from None
     if args.json:
         sys.stdout.write(json.dumps(res.to_dict(), indent=2) + "\n")
         return 0

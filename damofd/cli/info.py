@@ -41,6 +41,20 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def _check_multiple(text: str, h: int, w: int, divisor: int) -> None:
+    """``--input`` sides must be multiples of ``divisor``; the error suggests the nearest ones."""
+
+    def nearest(v: int) -> str:
+        lo = v // divisor * divisor
+        return f"{lo} or {lo + divisor}" if lo > 0 else f"{divisor}"
+
+    bad = [f"{name} {v} → {nearest(v)}" for name, v in (("height", h), ("width", w)) if v % divisor]
+    if bad:
+        raise InputError(
+            f"--input {text!r}: both sides must be multiples of {divisor} ({'; '.join(bad)})"
+        )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="zoo name or DamoFD structure string")
     parser.add_argument(
@@ -80,15 +94,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def model_info(args: argparse.Namespace) -> dict[str, Any]:
     """Build the model named by ``args`` and count it; returns the JSON-able report."""
-    from damofd.models.detector import check_input_size
+    from damofd.models.detector import SIZE_DIVISOR, check_input_size
     from damofd.models.flops import get_model_complexity
-    from damofd.models.zoo import create_model, get_model_info
+    from damofd.models.zoo import create_model, get_model_info, resolve_name
     from damofd.ops.anchors import num_anchors_total
+    from damofd.training.config import template_name
 
     h, w = parse_size(args.input)
+    _check_multiple(args.input, h, w, SIZE_DIVISOR)
     check_input_size(h, w)
+    template = None
     if "(" in args.model:
         model = create_model(args.template, structure=args.model, use_kps=args.use_kps, init=False)
+        # the zoo model the neck and head come from: --template, else the one
+        # `damofd train --structure` takes its recipe from (nearest backbone budget)
+        template = resolve_name(args.template) if args.template else template_name(model.config)
     else:
         model = create_model(args.model, use_kps=args.use_kps, init=False)
     c = get_model_complexity(
@@ -99,6 +119,7 @@ def model_info(args: argparse.Namespace) -> dict[str, Any]:
         "family": model.family,
         "use_kps": model.use_kps,
         "structure": getattr(model.config.backbone, "structure", None),
+        "template": template,
         **c.to_dict(),
         "anchors": num_anchors_total(h, w, model.strides, model.num_anchors),
         "published": None,
@@ -135,6 +156,8 @@ def format_report(r: dict[str, Any]) -> str:
     ]
     if r["structure"] and not r["model"]:
         lines.append(f"structure {r['structure']}")
+    if r.get("template"):
+        lines.append(f"neck and head from the zoo model {r['template']}")
     lines.append(f"{'part':<10} {'params':>12} {'FLOPs':>17}")
     for name, part in r["parts"].items():
         lines.append(f"{name:<10} {part['params']:>12,} {part['flops']:>17,}")

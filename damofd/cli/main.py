@@ -63,16 +63,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if not argv else 2
     try:
         return int(args._run(args) or 0)
-    except (DamoFDError, FileNotFoundError, PermissionError, NotADirectoryError) as e:
+    except BrokenPipeError:
+        return 0
+    except (DamoFDError, OSError) as e:
         if os.environ.get("DAMOFD_DEBUG"):
             raise
-        sys.stderr.write(f"damofd {args.verb}: error: {e}\n")
+        # a verb with sub-commands may name the one that failed (e.g. "damofd data convert")
+        prefix = getattr(args, "_error_prefix", None) or f"damofd {args.verb}"
+        sys.stderr.write(f"{prefix}: error: {_one_line(e)}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("damofd: interrupted\n")
         return 130
-    except BrokenPipeError:
-        return 0
+
+
+def _one_line(e: BaseException) -> str:
+    """The message of a user error (its ``cli_message`` when it has one); an OSError from the
+    system as "'path': reason"."""
+
+    def name(f: object) -> str:
+        return repr(os.fspath(f) if isinstance(f, (str, bytes, os.PathLike)) else f)
+
+    if isinstance(e, OSError) and e.strerror and e.filename is not None:
+        where = name(e.filename)
+        if e.filename2 is not None:
+            where += f" -> {name(e.filename2)}"
+        return f"{where}: {e.strerror[0].lower()}{e.strerror[1:]}"
+    # an error may carry command-line wording of its advice (flags instead of API arguments)
+    return str(getattr(e, "cli_message", None) or e)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -33,9 +33,16 @@ def read_structure_arg(text: str, what: str = "STRUCT"):  # -> Structure
     path: Path | None = None
     if text.startswith("@"):
         path = Path(text[1:])
+        if path.is_dir():
+            raise InputError(f"{what}: {str(path)!r} is a directory, not a structure file")
         if not path.is_file():
             raise InputError(f"{what}: file {str(path)!r} does not exist")
     elif "(" not in text:
+        if os.path.isdir(text):
+            raise InputError(
+                f"{what}: {text!r} is a directory; give a structure string or the file holding "
+                f"one (e.g. {os.path.join(text, 'best_structure.txt')!r})"
+            )
         if not os.path.isfile(text):
             raise InputError(
                 f"{what}: {text!r} is neither a structure string (Name(args)...) nor an "
@@ -82,14 +89,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--alpha",
         type=float,
-        default=DEFAULT_ALPHA,
-        help="DDSAR kernel-size weight α (default 0.005 as released; the README quotes 0.25)",
+        default=None,
+        help=f"DDSAR kernel-size weight α (default {DEFAULT_ALPHA:g} as released; the README "
+        "quotes 0.25)",
     )
     p.add_argument(
         "--stage-weights",
         default=None,
         metavar="W0,W1,...",
-        help="DDSAR stage weights β for blocks 0..n−1 (default 0.2,0.27,0.25,0.18,0.1)",
+        help="DDSAR stage weights β, one per block of STRUCT (default 0.2,0.27,0.25,0.18,0.1 for "
+        "blocks 0..4, later blocks ignored, as released)",
     )
     p.add_argument("--seed", type=int, default=None, help="seed for the random and torch proxies")
     p.add_argument("--batch-size", type=int, default=16, help="batch size of the torch proxies")
@@ -98,23 +107,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from damofd.search.ddsar import DEFAULT_STAGE_WEIGHTS
+    from damofd.search.ddsar import DEFAULT_ALPHA, DEFAULT_STAGE_WEIGHTS
     from damofd.search.scoring import check_proxy, score_structure
 
     proxy = check_proxy(args.proxy)
     if args.resolution < 1:
         raise InputError(f"--resolution must be a positive integer, got {args.resolution}")
+    for flag, value in (("--alpha", args.alpha), ("--stage-weights", args.stage_weights)):
+        if value is not None and proxy != "ddsar":
+            raise InputError(f"{flag} applies to --proxy ddsar, not {proxy}")
     structure = read_structure_arg(args.structure)
-    weights = (
-        parse_float_list(args.stage_weights, "--stage-weights")
-        if args.stage_weights
-        else DEFAULT_STAGE_WEIGHTS
-    )
+    weights = DEFAULT_STAGE_WEIGHTS
+    if args.stage_weights is not None:
+        weights = parse_float_list(args.stage_weights, "--stage-weights")
+        if len(weights) != len(structure):
+            raise InputError(
+                f"--stage-weights gives {len(weights)} weight{'s' if len(weights) != 1 else ''} "
+                f"for a structure of {len(structure)} blocks: give one weight per block (without "
+                f"--stage-weights the released {len(DEFAULT_STAGE_WEIGHTS)} weights apply to "
+                f"blocks 0..{len(DEFAULT_STAGE_WEIGHTS) - 1} and later blocks are ignored)"
+            )
+    alpha = DEFAULT_ALPHA if args.alpha is None else args.alpha
     res = score_structure(
         structure,
         proxy,
         resolution=args.resolution,
-        alpha=args.alpha,
+        alpha=alpha,
         weights=weights,
         seed=args.seed,
         batch_size=args.batch_size,
@@ -128,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{proxy} = {res.score:.6f}  (resolution {args.resolution})")
     if res.stages is not None:
-        print(f"alpha {args.alpha:g}; per-block SAR and stage weight:")
+        print(f"alpha {alpha:g}; per-block SAR and stage weight:")
         for i, (b, sar, w) in enumerate(zip(structure, res.stages, weights)):
             print(f"  {i}  {sar:10.6f}  x {w:<5g} {b.format()}")
         for i in range(len(res.stages), len(structure)):

@@ -195,6 +195,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
     if args.resume and args.force:
         raise ConfigError("--resume and --force contradict each other")
+    if args.device is not None:
+        from damofd.search.proxies import check_device
+
+        check_device(args.device)  # before any work, as `damofd score` (not -9999 scores)
     o = _overrides(args)
     out = Path(args.out)
     state_path = out / STATE_FILE

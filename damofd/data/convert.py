@@ -28,12 +28,13 @@ from typing import Literal
 import numpy as np
 
 from damofd.data.imagesize import read_image_size
-from damofd.data.labelv2 import NUM_KEYPOINTS, ImageAnnotation
+from damofd.data.labelv2 import NUM_KEYPOINTS, ImageAnnotation, read_text_file
 from damofd.errors import InputError
 
 __all__ = [
     "ConvertResult",
     "InvalidPolicy",
+    "MissingImagesError",
     "SOURCE_FORMATS",
     "add_image_sizes",
     "convert",
@@ -104,7 +105,7 @@ def read_wider_txt(
     src = Path(path)
     if not src.is_file():
         raise FileNotFoundError(f"WIDER annotation file not found: {str(src)!r}")
-    lines = src.read_text(encoding="utf-8").splitlines()
+    lines = read_text_file(src).splitlines()
     out: list[ImageAnnotation] = []
     i, n = 0, len(lines)
     while i < n:
@@ -206,7 +207,7 @@ def read_retinaface_txt(
     name: str | None = None
     head = 0
     faces: list[_Face] = []
-    for lineno, raw in enumerate(src.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, raw in enumerate(read_text_file(src).splitlines(), start=1):
         line = raw.strip()
         if not line:
             continue
@@ -251,8 +252,9 @@ def add_image_sizes(
 ) -> tuple[list[ImageAnnotation], list[str]]:
     """Fill ``width``/``height`` from the image files under ``image_dir`` (header read only).
 
-    Returns ``(images, missing)``. Missing images raise :class:`InputError` naming them (all of
-    them are counted, the first 20 listed) unless ``skip_missing``, which drops those images.
+    Returns ``(images, missing)``. Missing images raise :class:`MissingImagesError` (an
+    :class:`InputError`) naming them (all of them are counted, the first 20 listed) unless
+    ``skip_missing``, which drops those images.
     """
     root = Path(image_dir)
     if not root.is_dir():
@@ -267,13 +269,32 @@ def add_image_sizes(
         img.width, img.height = read_image_size(p)
         kept.append(img)
     if missing and not skip_missing:
-        shown = "\n  ".join(missing[:20])
-        more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
-        raise InputError(
-            f"{len(missing)} of {len(images)} images are missing under {str(root)!r} "
-            f"(use skip_missing / --skip-missing to drop them):\n  {shown}{more}"
-        )
+        raise MissingImagesError(missing, len(images), root)
     return kept, missing
+
+
+class MissingImagesError(InputError):
+    """Images of an annotation file are not on disk. ``missing`` (names), ``total`` and ``root``
+    are kept so that a caller can word the remedy its own way (:meth:`with_hint`)."""
+
+    def __init__(
+        self,
+        missing: Sequence[str],
+        total: int,
+        root: Path,
+        hint: str = "pass skip_missing=True to drop them",
+    ) -> None:
+        self.missing, self.total, self.root, self.hint = list(missing), total, root, hint
+        shown = "\n  ".join(self.missing[:20])
+        more = f"\n  ... and {len(self.missing) - 20} more" if len(self.missing) > 20 else ""
+        super().__init__(
+            f"{len(self.missing)} of {total} images are missing under {str(root)!r} "
+            f"({hint}):\n  {shown}{more}"
+        )
+
+    def with_hint(self, hint: str) -> MissingImagesError:
+        """The same error with another remedy (e.g. a command-line flag)."""
+        return MissingImagesError(self.missing, self.total, self.root, hint)
 
 
 @dataclass(frozen=True)

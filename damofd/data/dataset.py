@@ -41,6 +41,38 @@ __all__ = ["WiderFaceDataset", "collate_batch", "load_image_bgr"]
 _CV2_THREADS = 1
 
 
+def _quiesce_cv2_across_fork() -> None:
+    """Run OpenCV single-threaded across every ``os.fork`` of this process.
+
+    A child forked while OpenCV's thread pool is active (after any multi-threaded ``cv2.resize``
+    in the parent, e.g. an evaluation) can deadlock on its first OpenCV call. DataLoader workers
+    are forked, so the pool is shrunk to one thread just before each fork and restored in the
+    parent right after; the child keeps one thread (what its workers want anyway).
+    """
+    saved: list[int] = []
+
+    def before() -> None:
+        n = cv2.getNumThreads()
+        saved.append(n)
+        if n != 1:
+            cv2.setNumThreads(1)
+
+    def after_in_parent() -> None:
+        n = saved.pop() if saved else 1
+        if n != 1:
+            cv2.setNumThreads(n)
+
+    def after_in_child() -> None:
+        saved.clear()
+
+    os.register_at_fork(
+        before=before, after_in_parent=after_in_parent, after_in_child=after_in_child
+    )
+
+
+_quiesce_cv2_across_fork()
+
+
 def load_image_bgr(path: str | os.PathLike[str]) -> np.ndarray:
     """Decode an image as ``(H, W, 3)`` uint8 BGR; :class:`InputError` naming it on failure."""
     p = Path(path)

@@ -44,6 +44,7 @@ __all__ = [
     "format_labelv2",
     "parse_labelv2_text",
     "read_labelv2",
+    "read_text_file",
     "scan_labelv2",
     "write_labelv2",
 ]
@@ -300,6 +301,45 @@ def parse_labelv2_text(
     return images, issues
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _mat_header(p: Path) -> bool:
+    """``p`` starts like a MATLAB file: the v5/v7 text header or an HDF5 (v7.3) signature."""
+    try:
+        with open(p, "rb") as f:
+            head = f.read(1024)
+    except OSError:
+        return False
+    return (
+        (head.startswith(b"MATLAB ") and b"MAT-file" in head[:128])
+        or head.startswith(_HDF5_SIGNATURE)
+        or head[512:520] == _HDF5_SIGNATURE
+    )
+
+
+def read_text_file(path: str | os.PathLike[str]) -> str:
+    """The UTF-8 text of an annotation file.
+
+    A binary file raises :class:`InputError` saying it is not a UTF-8 text file; a MATLAB
+    ``.mat`` / HDF5 file (e.g. WIDER's ``wider_face_train.mat``) says so and names the converter
+    that reads it (``damofd data convert --from wider-mat``).
+    """
+    p = Path(path)
+    mat_error = InputError(
+        f"{p}: not a UTF-8 text file but a MATLAB .mat file; convert it with "
+        "`damofd data convert --from wider-mat <file.mat> --out labelv2.txt`"
+    )
+    if _mat_header(p):
+        raise mat_error
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        if p.suffix.lower() == ".mat":
+            raise mat_error from None
+        raise InputError(f"{p}: not a UTF-8 text file ({e})") from None
+
+
 def scan_labelv2(
     path: str | os.PathLike[str], *, min_size: float | None = None
 ) -> tuple[list[ImageAnnotation], list[LabelIssue]]:
@@ -307,11 +347,7 @@ def scan_labelv2(
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"annotation file not found: {str(p)!r}")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{p}: not a UTF-8 text file ({e})") from None
-    return parse_labelv2_text(text, source=str(p), min_size=min_size)
+    return parse_labelv2_text(read_text_file(p), source=str(p), min_size=min_size)
 
 
 def read_labelv2(

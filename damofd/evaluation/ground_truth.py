@@ -231,14 +231,22 @@ def _cells(arr: Any) -> list[Any]:
 
 
 def load_wider_gt(gt_dir: str | os.PathLike[str]) -> WiderGroundTruth:
-    """Read the four official ``.mat`` files from ``gt_dir``.
+    """Read the four official ``.mat`` files from ``gt_dir`` (the folder, or the path of one of
+    the four files: the others are read from the same folder).
 
     Raises :class:`~damofd.errors.InputError` naming the file when one is missing, unreadable,
     lacks a variable, disagrees with ``wider_face_val.mat`` about the images, or holds a keep
     index outside ``1..N``.
     """
     root = Path(gt_dir)
-    if not root.is_dir():
+    if root.is_file():
+        if root.name not in GT_FILES.values():
+            raise InputError(
+                f"ground truth {str(root)!r} is a file; pass the folder that holds "
+                f"{', '.join(GT_FILES.values())}"
+            )
+        root = root.parent  # one of the four files: read all four from its folder
+    elif not root.is_dir():
         raise InputError(f"ground-truth folder {str(root)!r} does not exist")
     face_path = root / GT_FILES["face"]
     face = _loadmat(face_path, ("event_list", "file_list", "face_bbx_list"))

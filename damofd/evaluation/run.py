@@ -42,15 +42,15 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from damofd.errors import ConfigError, InputError
+from damofd.errors import ConfigError, DamoFDError, InputError
 from damofd.evaluation.ground_truth import GT_FILES, WiderGroundTruth, load_wider_gt
 from damofd.evaluation.predictions import image_name
 from damofd.evaluation.widerface import WiderResult, evaluate_wider
@@ -73,6 +73,27 @@ _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 _MANIFEST = "run.json"
 _RESULTS = "results.json"
 _MANIFEST_VERSION = 1
+
+# Options named in error advice: (Python argument, command-line flag of ``damofd eval``).
+_OPTIONS = {
+    "wider_root": ("wider_root", "--wider-root"),
+    "gt": ("gt", "--gt"),
+    "subset": ("subset=True", "--subset"),
+    "fresh": ("fresh=True", "--fresh"),
+    "work_dir": ("work_dir", "--work-dir"),
+    "weights": ("weights", "--weights"),
+}
+_E = TypeVar("_E", bound=DamoFDError)
+
+
+def _option_error(cls: type[_E], message: Callable[[Callable[[str], str]], str]) -> _E:
+    """An error whose advice names options: ``message(name)`` builds the text from a function
+    that words an option. ``str(error)`` names the Python argument and the flag
+    (``subset=True (--subset)``); ``error.cli_message`` names only the flag, and is what
+    ``damofd eval`` prints."""
+    err = cls(message(lambda k: f"{_OPTIONS[k][0]} ({_OPTIONS[k][1]})"))
+    err.cli_message = message(lambda k: _OPTIONS[k][1])  # type: ignore[attr-defined]
+    return err
 
 
 # ----------------------------------------------------------------------------------------------
@@ -103,7 +124,9 @@ def list_wider_images(wider_root: str | os.PathLike[str]) -> list[WiderImage]:
     by event and file name. Raises :class:`InputError` when there is none."""
     root = Path(wider_root)
     if not root.is_dir():
-        raise InputError(f"--wider-root {str(root)!r} is not a folder")
+        raise _option_error(
+            InputError, lambda o: f"{o('wider_root')} {str(root)!r} is not a folder"
+        )
     images_dir = root / "images" if (root / "images").is_dir() else root
     out: list[WiderImage] = []
     for event_dir in sorted(p for p in images_dir.iterdir() if p.is_dir()):
@@ -140,10 +163,14 @@ def find_ground_truth(
     for c in candidates:
         if (c / GT_FILES["face"]).is_file():
             return c
-    raise InputError(
-        f"no ground truth found for --wider-root {str(root)!r} (looked for "
-        f"{' and '.join(repr(str(c / GT_FILES['face'])) for c in candidates)}); pass --gt DIR, "
-        f"the folder with wider_face_val.mat and wider_{{easy,medium,hard}}_val.mat"
+    looked = " and ".join(repr(str(c / GT_FILES["face"])) for c in candidates)
+    raise _option_error(
+        InputError,
+        lambda o: (
+            f"no ground truth found for {o('wider_root')} {str(root)!r} (looked for "
+            f"{looked}); pass {o('gt')} DIR, the folder with wider_face_val.mat and "
+            f"wider_{{easy,medium,hard}}_val.mat"
+        ),
     )
 
 
@@ -336,7 +363,9 @@ def _build_model(
         label = _label_of(spec)
         ident = _identity_of_spec(spec, weights)
         if is_onnx and weights is not None:
-            raise ConfigError(f"{spec} is an ONNX file; --weights is for a zoo name")
+            raise _option_error(
+                ConfigError, lambda o: f"{spec} is an ONNX file; {o('weights')} is for a zoo name"
+            )
         if is_onnx and backend != "torch":
             det = FaceDetector.from_onnx(p, threads=threads, **common)
             return _Model(det, label, ident, "onnx")
@@ -356,14 +385,20 @@ def _build_model(
     return _Model(det, label, ident, kind)
 
 
-def _to_onnx(built: _Model, onnx_path: Path, threads: int | None, common: dict[str, Any]) -> _Model:
-    """Export a torch-backend model to ``onnx_path`` and run it with onnxruntime instead."""
-    from damofd.export.onnx import export_onnx
-    from damofd.inference import FaceDetector
-
-    path = export_onnx(built.detector.backend.model, onnx_path)
-    det = FaceDetector.from_onnx(path, threads=threads, **common)
+def _to_onnx(built: _Model, onnx_path: Path, threads: int | None) -> _Model:
+    """Export a torch-backend model to ``onnx_path`` and run it with onnxruntime instead
+    (:meth:`FaceDetector.to_onnx`: same settings)."""
+    det = built.detector.to_onnx(onnx_path, threads=threads)
     return _Model(det, built.label, built.identity, "onnx")
+
+
+def _remove_empty_dirs(created: Sequence[Path]) -> None:
+    """Remove the folders a failed run created (deepest first) while they are empty."""
+    for d in created:
+        try:
+            d.rmdir()
+        except OSError:
+            break
 
 
 def _label_of(model: Any) -> str:
@@ -454,9 +489,13 @@ def _check_against_gt(
     unknown = [im for im in images if gt.index_of(im.name) is None]
     if unknown:
         ex = ", ".join(str(im.path) for im in unknown[:3])
-        raise InputError(
-            f"{len(unknown)} image(s) are not in the ground truth {str(gt_dir)!r}: {ex}"
-            f"{', …' if len(unknown) > 3 else ''} (wrong --gt or split?)"
+        more = ", …" if len(unknown) > 3 else ""
+        raise _option_error(
+            InputError,
+            lambda o: (
+                f"{len(unknown)} image(s) are not in the ground truth {str(gt_dir)!r}: "
+                f"{ex}{more} (wrong {o('gt')} or split?)"
+            ),
         )
     wrong = [im for im in images if gt.events[gt.index_of(im.name)] != im.event]  # type: ignore[index]
     if wrong:
@@ -468,10 +507,13 @@ def _check_against_gt(
     if not subset and len(images) < len(gt):
         have = {im.name for im in images}
         missing = [k for k, n in zip(gt.keys, gt.names) if n not in have]
-        raise InputError(
-            f"{len(missing)} of {len(gt)} ground-truth images are not under the wider root "
-            f"(e.g. {', '.join(missing[:3])}); pass --subset (subset=True) to evaluate only the "
-            f"{len(images)} images present"
+        raise _option_error(
+            InputError,
+            lambda o: (
+                f"{len(missing)} of {len(gt)} ground-truth images are not under the wider "
+                f"root (e.g. {', '.join(missing[:3])}); pass {o('subset')} to evaluate only the "
+                f"{len(images)} images present"
+            ),
         )
 
 
@@ -561,6 +603,7 @@ def run_wider_eval(
             cannot be read (after the others are done and saved).
         ConfigError: bad option combination.
     """
+    from damofd.inference.detector import check_nms_thr, check_score_thr
     from damofd.inference.preprocess import get_protocol
     from damofd.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 
@@ -569,8 +612,11 @@ def run_wider_eval(
         raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be ≥ 1, got {limit}")
-    if not score_thr >= 0:
-        raise ConfigError(f"score_thr must be ≥ 0, got {score_thr}")
+    if threads is not None and threads < 0:
+        raise ConfigError(f"threads must be ≥ 0 (0: one per core), got {threads}")
+    score_thr = check_score_thr(score_thr)
+    if nms_thr is not None:
+        nms_thr = check_nms_thr(nms_thr)
     proto = get_protocol(protocol)
     images = list_wider_images(wider_root)
     if limit is not None:
@@ -590,7 +636,8 @@ def run_wider_eval(
     }
     wd = Path(work_dir) if work_dir is not None else default_work_dir(_label_of(model), proto.name)
     wd = wd.absolute()
-    ensure_writable_dir(wd, "work dir")
+    if wd.exists() and not wd.is_dir():
+        raise NotADirectoryError(f"work dir {str(wd)!r} exists and is not a directory")
     t0 = time.perf_counter()
     built = _build_model(
         model,
@@ -601,6 +648,9 @@ def run_wider_eval(
         fp16=fp16,
         threads=threads,
     )
+    # the work dir is made only now that the model has loaded (a failed load leaves nothing)
+    created = [d for d in (wd, *wd.parents) if not d.exists()]
+    ensure_writable_dir(wd, "work dir")
     det = built.detector
     kind = "onnx" if backend == "onnx" else built.backend
     settings = {
@@ -622,16 +672,26 @@ def run_wider_eval(
         except (OSError, ValueError):
             old = None
         if not isinstance(old, dict):
-            raise InputError(f"{manifest}: unreadable run record; use --fresh to start over")
+            raise _option_error(
+                InputError,
+                lambda o: f"{manifest}: unreadable run record; use {o('fresh')} to start over",
+            )
         diff = [k for k in settings if old.get(k) != settings[k]]
         if diff:
             desc = "; ".join(f"{k}: {old.get(k)!r} → {settings[k]!r}" for k in diff)
-            raise InputError(
-                f"work dir {str(wd)!r} holds predictions made with other settings ({desc}); use "
-                f"another --work-dir, or --fresh to recompute them"
+            raise _option_error(
+                InputError,
+                lambda o: (
+                    f"work dir {str(wd)!r} holds predictions made with other settings "
+                    f"({desc}); use another {o('work_dir')}, or {o('fresh')} to recompute them"
+                ),
             )
     if kind != built.backend:
-        built = _to_onnx(built, wd / "model.onnx", threads, common)
+        try:
+            built = _to_onnx(built, wd / "model.onnx", threads)
+        except BaseException:
+            _remove_empty_dirs(created)
+            raise
         det = built.detector
     t_load = time.perf_counter() - t0
     atomic_write_json(manifest, settings)

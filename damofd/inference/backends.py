@@ -19,7 +19,13 @@ from damofd.errors import ConfigError, InputError
 
 from .postprocess import ModelLayout
 
-__all__ = ["Backend", "OnnxBackend", "TorchBackend", "layout_from_output_count"]
+__all__ = [
+    "Backend",
+    "OnnxBackend",
+    "TorchBackend",
+    "check_torch_device",
+    "layout_from_output_count",
+]
 
 
 class Backend(Protocol):
@@ -62,6 +68,12 @@ class OnnxBackend:
     ``score_8 … kps_32`` (our export and the newer official export) are put in canonical order by
     name; unnamed outputs are taken in graph order (score×L, bbox×L, kps×L).
 
+    A file whose batch axis is fixed (``damofd export --shape H W --batch N``, or 2-D outputs:
+    exactly one image) runs exactly that many images per session call: :meth:`run` accepts any
+    batch, splitting it into chunks of the fixed size and zero-padding the last one (the padded
+    rows are dropped from the outputs). ``layout.max_batch`` is that fixed size, so
+    :class:`~damofd.inference.FaceDetector` groups images by it.
+
     Args:
         path: the ``.onnx`` file.
         threads: ``intra_op_num_threads`` (``None``/0: onnxruntime's default, one per core).
@@ -78,8 +90,12 @@ class OnnxBackend:
         import onnxruntime as ort
 
         self.path = Path(path)
+        if self.path.is_dir():
+            raise InputError(f"{self.path}: is a directory, not an ONNX file")
         if not self.path.is_file():
             raise InputError(f"{self.path}: ONNX file not found")
+        if threads is not None and int(threads) < 0:
+            raise ConfigError(f"threads must be ≥ 0 (0: one per core), got {threads}")
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -107,20 +123,25 @@ class OnnxBackend:
         self.batched = ranks == {3}
         if ranks and ranks not in ({2}, {3}):
             raise ConfigError(f"{self.path}: outputs must be all 2-D or all 3-D, got ranks {ranks}")
-        batch = _dim(shape[0])
-        max_batch = 1 if (not self.batched or batch == 1) else batch
+        #: images per session call when the batch axis is fixed (2-D outputs: 1), else None
+        self.fixed_batch: int | None = _dim(shape[0]) if self.batched else 1
         h, w = _dim(shape[2]), _dim(shape[3])
         self.layout = ModelLayout(
             strides=strides,
             num_anchors=anchors,
             use_kps=use_kps,
-            max_batch=max_batch,
+            max_batch=self.fixed_batch,
             input_hw=(h, w) if h and w else None,
         )
+        if not self.batched:
+            kind = "batch 1"
+        elif self.fixed_batch is not None:
+            kind = f"fixed batch {self.fixed_batch}"
+        else:
+            kind = "batched"
         self.description = (
             f"onnxruntime {ort.__version__} {self.path.name} "
-            f"({len(strides)} levels, {'kps' if use_kps else 'no kps'}, "
-            f"{'batched' if self.batched else 'batch 1'})"
+            f"({len(strides)} levels, {'kps' if use_kps else 'no kps'}, {kind})"
         )
 
     @staticmethod
@@ -130,12 +151,82 @@ class OnnxBackend:
         return wanted if set(wanted) == set(names) else names
 
     def run(self, blob: np.ndarray) -> list[np.ndarray]:
-        feed = {self.input_name: blob}
-        if self.batched:
-            return self.session.run(self.output_names, feed)
-        if blob.shape[0] != 1:
-            raise ValueError("this ONNX model takes one image per run (2-D outputs)")
-        return [o[None] for o in self.session.run(self.output_names, feed)]
+        """``blob`` (B, 3, H, W) float32, any B → outputs, each (B, N_l, C) float32.
+
+        With a fixed batch axis of size F, the blob runs in ``ceil(B / F)`` session calls of
+        exactly F images, the last one zero-padded; the padded rows are dropped.
+
+        Raises:
+            InputError: onnxruntime refused the input (e.g. an H×W other than a fixed input
+                size); the message names the file and the input shape.
+        """
+        fb = self.fixed_batch
+        b = blob.shape[0]
+        if fb is None or b == fb:
+            return self._run_exact(blob)
+        parts: list[list[np.ndarray]] = []
+        for start in range(0, max(b, 1), fb):
+            chunk = blob[start : start + fb]
+            n = chunk.shape[0]
+            if n < fb:
+                padded = np.zeros((fb, *blob.shape[1:]), dtype=blob.dtype)
+                padded[:n] = chunk
+                chunk = padded
+            parts.append([o[:n] for o in self._run_exact(chunk)])
+        if len(parts) == 1:
+            return parts[0]
+        return [np.concatenate(level) for level in zip(*parts)]
+
+    def _run_exact(self, blob: np.ndarray) -> list[np.ndarray]:
+        """One session call; the batch already matches the graph's batch axis."""
+        try:
+            outs = self.session.run(self.output_names, {self.input_name: blob})
+        except Exception as e:  # onnxruntime's own exception types (InvalidArgument, Fail...)
+            msg = " ".join(str(e).split())  # one line for the CLI
+            raise InputError(
+                f"{self.path}: onnxruntime cannot run an input of shape {tuple(blob.shape)} "
+                f"(model input {self.input_name!r}: {self._input_shape()}): {msg}"
+            ) from None
+        return outs if self.batched else [o[None] for o in outs]
+
+    def _input_shape(self) -> str:
+        dims = self.session.get_inputs()[0].shape
+        return "(" + ", ".join(str(d) if isinstance(d, int) else "?" for d in dims) + ")"
+
+
+def check_torch_device(device: Any) -> Any:
+    """``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``...) as a
+    ``torch.device`` that exists on this machine.
+
+    Raises:
+        ConfigError: naming the value: not a torch device name, CUDA not available, a CUDA index
+            beyond the visible devices, or another accelerator type that is not available.
+    """
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(
+            f"device {device!r} is not a torch device; use cpu, cuda or cuda:N"
+        ) from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} requested but CUDA is not available")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise ConfigError(
+                f"device {device!r}: there {'is' if n == 1 else 'are'} only {n} CUDA "
+                f"device{'s' if n != 1 else ''} (cuda:0..cuda:{n - 1})"
+            )
+        return dev
+    module = torch.backends.mps if dev.type == "mps" else getattr(torch, dev.type, None)
+    available = getattr(module, "is_available", None)
+    if not callable(available) or not available():
+        raise ConfigError(f"device {device!r} is not available here; use cpu, cuda or cuda:N")
+    return dev
 
 
 class TorchBackend:
@@ -165,9 +256,7 @@ class TorchBackend:
     ) -> None:
         import torch
 
-        dev = torch.device(device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' requested but CUDA is not available")
+        dev = check_torch_device(device)
         if fp16 and dev.type != "cuda":
             raise ConfigError("fp16 inference needs a CUDA device")
         if copy_model:

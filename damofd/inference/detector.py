@@ -14,7 +14,9 @@ contiguous share of the batch). Outputs are in original-image pixels.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +26,7 @@ import numpy as np
 
 from damofd.errors import ConfigError, DamoFDError, InputError
 
-from .backends import Backend, OnnxBackend, TorchBackend
+from .backends import Backend, OnnxBackend, TorchBackend, check_torch_device
 from .image_io import DEFAULT_MAX_PIXELS, ImageInput, describe_input, load_image
 from .postprocess import MAX_FACES_METRICS, decode_outputs
 from .preprocess import Protocol, ResizePlan, fill_canvas, get_protocol
@@ -33,6 +35,8 @@ from .results import Face, ImageResult
 __all__ = [
     "DEFAULT_SCORE_THR",
     "FaceDetector",
+    "check_nms_thr",
+    "check_score_thr",
     "modelscope_model_ids",
     "resolve_modelscope_id",
 ]
@@ -40,6 +44,30 @@ __all__ = [
 #: Default score threshold of the API and the CLI (the insightface wrapper's ``det_thresh``).
 #: WIDER FACE evaluation uses 0.02 (spec §6); the ModelScope pipeline 0.3.
 DEFAULT_SCORE_THR = 0.5
+
+
+def check_score_thr(value: float, name: str = "score_thr") -> float:
+    """``value`` as a float in [0, 1] (a sigmoid score threshold), else :class:`ConfigError`
+    naming ``name``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise ConfigError(f"{name} must be in [0, 1], got {v:g}")
+    return v
+
+
+def check_nms_thr(value: float, name: str = "nms_thr") -> float:
+    """``value`` as a float in (0, 1] (an IoU threshold), else :class:`ConfigError` naming
+    ``name``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number in (0, 1], got {value!r}") from None
+    if not (math.isfinite(v) and 0.0 < v <= 1.0):
+        raise ConfigError(f"{name} must be in (0, 1], got {v:g}")
+    return v
 
 
 def modelscope_model_ids() -> dict[str, str]:
@@ -88,13 +116,15 @@ class FaceDetector:
             ``"insightface"`` (parity with the official ONNX wrapper) or ``"HxW"``; see
             :mod:`damofd.inference.preprocess`. A model with a fixed input size makes ``vga`` and
             ``insightface`` fit into that size.
-        score_thr: keep faces scoring above this (0.5 by default; 0.02 for WIDER evaluation).
-        nms_thr: NMS IoU threshold; ``None`` → the protocol's (0.45, insightface 0.4).
+        score_thr: keep faces scoring above this, in [0, 1] (0.5 by default; 0.02 for WIDER
+            evaluation).
+        nms_thr: NMS IoU threshold in (0, 1]; ``None`` → the protocol's (0.45, insightface 0.4).
         max_faces: keep at most this many faces per image (0 = all), ranked by
             ``max_faces_metric``: ``"default"`` (insightface: area − 2·centre offset²), ``"max"``
             (area) or ``"score"``. The kept faces stay sorted by score.
         batch_size: images read and processed together (and the largest forward pass; split
-            between the workers if any; ONNX files with 2-D outputs run one image per pass).
+            between the workers if any; ONNX files with 2-D outputs run one image per pass, files
+            with a fixed batch axis N run N images per pass, zero-padded).
         max_pixels: refuse image files larger than this many pixels (``None``: no limit).
         url_timeout: seconds to wait when fetching an http(s) URL.
         workers: extra backends (e.g. single-threaded onnxruntime sessions) that share a batch:
@@ -122,7 +152,7 @@ class FaceDetector:
         self.backend = backend
         self.layout = backend.layout
         self.protocol = protocol  # type: ignore[assignment]  # resolved by the setter
-        self.score_thr = float(score_thr)
+        self.score_thr = score_thr
         self.nms_thr = nms_thr
         if max_faces < 0:
             raise ConfigError(f"max_faces must be ≥ 0, got {max_faces}")
@@ -168,6 +198,8 @@ class FaceDetector:
                 ``(B, 3, H, W)`` tensor.
             providers: onnxruntime execution providers (default CPU).
         """
+        if workers is not None and int(workers) < 0:
+            raise ConfigError(f"workers must be ≥ 0, got {workers}")
         main = OnnxBackend(path, threads=threads, providers=providers)
         nthreads = int(threads or os.cpu_count() or 1)
         if workers is None:
@@ -222,6 +254,7 @@ class FaceDetector:
         load through their ModelScope id (:meth:`from_modelscope`); other names raise a
         :class:`~damofd.errors.ConfigError` asking for weights.
         """
+        check_torch_device(device)
         if weights is None:
             ids = modelscope_model_ids().items()
             ms_id = next((k for k, v in ids if v == name.lower()), None)
@@ -269,6 +302,7 @@ class FaceDetector:
         """
         from damofd.models.checkpoint import load_model
 
+        check_torch_device(device)
         p = Path(path)
         if not p.is_file():
             raise InputError(f"{p}: checkpoint not found")
@@ -294,6 +328,7 @@ class FaceDetector:
         """
         from damofd.models.modelscope import load_modelscope
 
+        check_torch_device(device)
         mdl = load_modelscope(os.fspath(model))
         return cls.from_model(mdl, device=device, fp16=fp16, fuse=True, copy_model=False, **kwargs)
 
@@ -315,7 +350,70 @@ class FaceDetector:
             raise InputError(f"{s}: no such file")
         return cls.from_zoo(s, **kwargs)
 
+    def to_onnx(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        threads: int | None = None,
+        providers: list[str] | None = None,
+        workers: int | None = None,
+    ) -> FaceDetector:
+        """This detector's PyTorch model exported to ONNX (:func:`damofd.export.export_onnx`,
+        dynamic batch and size) and run with onnxruntime, with the same settings (protocol,
+        thresholds, max faces, batch size, input limits).
+
+        Args:
+            path: the ``.onnx`` file to write; ``None``: a temporary file, deleted once the
+                sessions have loaded it.
+            threads, providers, workers: as in :meth:`from_onnx`.
+
+        Raises:
+            ConfigError: the detector does not run a PyTorch model (it is on onnxruntime already).
+        """
+        model = getattr(self.backend, "model", None)
+        if model is None or not hasattr(model, "forward_export"):
+            raise ConfigError(
+                f"to_onnx needs a detector on the PyTorch backend, this one runs "
+                f"{self.backend.description}"
+            )
+        from damofd.export.onnx import export_onnx
+
+        settings: dict[str, Any] = {
+            "protocol": self.protocol,
+            "score_thr": self.score_thr,
+            "nms_thr": self.nms_thr,
+            "max_faces": self.max_faces,
+            "max_faces_metric": self.max_faces_metric,
+            "batch_size": self.batch_size,
+            "max_pixels": self.max_pixels,
+            "url_timeout": self.url_timeout,
+        }
+        onnx_kw: dict[str, Any] = {"threads": threads, "providers": providers, "workers": workers}
+        if path is not None:
+            return FaceDetector.from_onnx(export_onnx(model, path), **onnx_kw, **settings)
+        with tempfile.TemporaryDirectory(prefix="damofd-onnx-") as tmp:
+            out = export_onnx(model, Path(tmp) / "model.onnx")
+            return FaceDetector.from_onnx(out, **onnx_kw, **settings)
+
     # ------------------------------------------------------------------ settings
+    @property
+    def score_thr(self) -> float:
+        """Score threshold in [0, 1] (faces scoring above it are kept)."""
+        return self._score_thr
+
+    @score_thr.setter
+    def score_thr(self, value: float) -> None:
+        self._score_thr = check_score_thr(value)
+
+    @property
+    def nms_thr(self) -> float | None:
+        """NMS IoU threshold in (0, 1], or ``None`` for the protocol's."""
+        return self._nms_thr_value
+
+    @nms_thr.setter
+    def nms_thr(self, value: float | None) -> None:
+        self._nms_thr_value = None if value is None else check_nms_thr(value)
+
     @property
     def protocol(self) -> Protocol:
         return self._protocol
@@ -350,7 +448,7 @@ class FaceDetector:
 
     def _nms_thr(self, override: float | None) -> float:
         if override is not None:
-            return float(override)
+            return check_nms_thr(override)
         return float(self.nms_thr) if self.nms_thr is not None else self.protocol.nms_thr
 
     # ------------------------------------------------------------------ core
@@ -413,13 +511,21 @@ class FaceDetector:
         mf: int,
     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         """Decoded faces for images sharing a canvas: on the main backend, or split across the
-        workers (contiguous shards, run concurrently) when there is more than one image."""
-        nw = min(len(self._workers), len(members))
+        workers (contiguous shards, run concurrently) when there is more than one forward pass.
+
+        The unit of the split is the backend's batch limit: one image for dynamic-batch models,
+        N images for a file with a fixed batch axis N (whose passes always run N images, padded),
+        so that workers never pad what one pass could have held.
+        """
+        unit = (self._workers[0].backend.layout.max_batch or 1) if self._workers else 1
+        passes = -(-len(members) // unit)
+        nw = min(len(self._workers), passes)
         if nw < 2:
             return self._run_lane(self._main, members, bsz, thr, nthr, mf)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(len(self._workers), thread_name_prefix="damofd")
-        bounds = np.linspace(0, len(members), nw + 1).round().astype(int)
+        shares = np.linspace(0, passes, nw + 1).round().astype(int)
+        bounds = np.minimum(shares * unit, len(members))
         futures = [
             self._pool.submit(
                 self._run_lane,
@@ -459,9 +565,11 @@ class FaceDetector:
         network together. An input that cannot be read gives an :class:`ImageResult` with
         ``error`` set instead of stopping the stream.
         """
-        thr = self.score_thr if score_thr is None else float(score_thr)
+        thr = self.score_thr if score_thr is None else check_score_thr(score_thr)
         nthr = self._nms_thr(nms_thr)
         mf = self.max_faces if max_faces is None else int(max_faces)
+        if mf < 0:
+            raise ConfigError(f"max_faces must be ≥ 0, got {max_faces}")
         bsz = self._effective_batch(batch_size)
         chunk: list[ImageInput] = []
         for item in inputs:
@@ -573,4 +681,5 @@ class FaceDetector:
         blank = np.zeros((height, width, 3), np.uint8)
         self.predict(blank)
         if self._workers:
-            self.predict([blank] * len(self._workers), batch_size=len(self._workers))
+            n = len(self._workers) * (self._workers[0].backend.layout.max_batch or 1)
+            self.predict([blank] * n, batch_size=n)

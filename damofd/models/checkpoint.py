@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from damofd.errors import InputError
 
 __all__ = [
+    "ArchitectureNotRecordedError",
     "CheckpointError",
     "KeyReport",
     "compare_state_dict",
@@ -45,6 +46,24 @@ CheckpointSource = str | os.PathLike[str] | Mapping[str, Any]
 
 class CheckpointError(InputError):
     """A checkpoint does not fit the model (or cannot be read). The message says why."""
+
+
+class ArchitectureNotRecordedError(CheckpointError):
+    """A checkpoint without ``meta['damofd_config']`` was loaded without a zoo name.
+
+    ``source`` is the checkpoint as given; :meth:`with_hint` rewords the remedy for a caller
+    (the command line names its own syntax instead of the ``name=`` argument).
+    """
+
+    def __init__(self, source: str, hint: str = "pass the zoo name, e.g. name='damofd-10g'"):
+        self.source, self.hint = source, hint
+        super().__init__(
+            f"checkpoint {source!r} does not record its architecture (no "
+            f"meta['damofd_config']); {hint}"
+        )
+
+    def with_hint(self, hint: str) -> ArchitectureNotRecordedError:
+        return ArchitectureNotRecordedError(self.source, hint)
 
 
 @dataclass(frozen=True)
@@ -112,6 +131,81 @@ def group_keys(keys: Iterable[str], depth: int = 3, max_groups: int = 12) -> lis
 # --------------------------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------------------------
+# what a few common non-checkpoint files start with, to say what was given instead
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"GIF8", "a GIF image"),
+    (b"BM", "a BMP image"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
+    (b"MATLAB", "a MATLAB .mat file"),
+    (b"\x93NUMPY", "a NumPy .npy file"),
+    (b"\x1f\x8b", "a gzip file"),
+    (b"%PDF", "a PDF file"),
+)
+# legacy (pre-1.6) torch.save: a pickle whose first object is this magic number
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+class _NoGlobalsUnpickler(pickle.Unpickler):
+    """Reads plain values only: any class or function reference is refused (no code runs)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"global {module}.{name}")
+
+
+def _first_pickled(p: Path) -> Any:
+    """The first object pickled in ``p`` if it is a plain value, else ``None``."""
+    try:
+        with open(p, "rb") as f:
+            return _NoGlobalsUnpickler(f).load()
+    except Exception:  # any malformed or non-plain pickle
+        return None
+
+
+def _unpickling_detail(e: Exception) -> str:
+    """The useful part of torch's weights-only error: the refused class, else its first line."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if m:
+        return f"e.g. an object of type {m.group(1)}"
+    m = re.search(r"WeightsUnpickler error:\s*(\S.*)", text)
+    return m.group(1).strip() if m else text.strip().splitlines()[0]
+
+
+def _not_a_torch_file(p: Path) -> str | None:
+    """``None`` when ``p`` looks like a ``torch.save`` file (a zip archive holding a
+    ``data.pkl`` record, or a legacy torch pickle); else what it is instead (for messages)."""
+    import zipfile
+
+    with open(p, "rb") as f:
+        head = f.read(16)
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(p) as z:
+                if any(n == "data.pkl" or n.endswith("/data.pkl") for n in z.namelist()):
+                    return None
+        except zipfile.BadZipFile:
+            return "a damaged zip archive"
+        return "a zip archive without the data.pkl record of torch.save"
+    if head.startswith(b"\x80"):  # a pickle: legacy torch.save starts with its magic number
+        return (
+            None
+            if _first_pickled(p) == _LEGACY_MAGIC
+            else "a Python pickle not written by torch.save"
+        )
+    if p.suffix.lower() == ".onnx":
+        return "an ONNX model"
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    return "unknown binary or text content"
+
+
 def read_checkpoint(path: str | os.PathLike[str], *, trust_pickle: bool = False) -> dict[str, Any]:
     """``torch.load`` a checkpoint onto the CPU.
 
@@ -122,12 +216,18 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust_pickle: bool = False)
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint {str(p)!r} does not exist")
+    problem = _not_a_torch_file(p)
+    if problem is not None:
+        raise CheckpointError(
+            f"{str(p)!r} is not a PyTorch checkpoint ({problem}); expected a .pth/.pt file "
+            "written by torch.save (an mmdet/damofd checkpoint or a state dict)"
+        )
     try:
         obj = torch.load(p, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"checkpoint {str(p)!r} holds objects other than tensors and plain containers "
-            f"({str(e).splitlines()[0]}); if you trust the file, load it with "
+            f"({_unpickling_detail(e)}); if you trust the file, load it with "
             "trust_pickle=True"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
@@ -170,12 +270,34 @@ def compare_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> Ke
     return KeyReport(missing, unexpected, mismatched)
 
 
-def _hints(report: KeyReport) -> str:
+def _kps_sibling(name: str | None, use_kps: bool) -> str | None:
+    """The zoo model like ``name`` with (``use_kps``) or without keypoints, if the zoo has it."""
+    if name is None:
+        return None
+    from damofd.models.zoo import list_models
+
+    other = name + "-kps" if use_kps else name.removesuffix("-kps")
+    return other if other != name and other in list_models() else None
+
+
+def _hints(report: KeyReport, name: str | None = None) -> str:
+    """Remedies for a key mismatch; ``name`` is the zoo model the caller built (so the hint can
+    name the matching zoo model instead of the ``use_kps`` argument)."""
     hints = []
     if any(".stride_kps." in k for k in report.unexpected):
-        hints.append("the checkpoint has keypoint weights: build the model with use_kps=True")
+        other = _kps_sibling(name, True)
+        hints.append(
+            f"the checkpoint has keypoint weights: use the zoo model {other!r}"
+            if other
+            else "the checkpoint has keypoint weights: build the model with use_kps=True"
+        )
     if any(".stride_kps." in k for k in report.missing):
-        hints.append("the checkpoint has no keypoint weights: build the model with use_kps=False")
+        other = _kps_sibling(name, False)
+        hints.append(
+            f"the checkpoint has no keypoint weights: use the zoo model {other!r}"
+            if other
+            else "the checkpoint has no keypoint weights: build the model with use_kps=False"
+        )
     if any("(8, 8)" in k for k in report.unexpected) or any("(8, 8)" in k for k in report.missing):
         hints.append(
             "one side has per-stride head weights ('(8, 8)' keys): official SCRFD *_bnkps "
@@ -207,8 +329,10 @@ def load_checkpoint(
     sd = extract_state_dict(obj, where)
     report = compare_state_dict(model, sd)
     if strict and not report.ok:
+        name = getattr(model, "name", None)
         raise CheckpointError(
-            f"{where} does not fit the model: {report.describe()}{_hints(report)}"
+            f"{where} does not fit the model: {report.describe()}"
+            f"{_hints(report, name if isinstance(name, str) else None)}"
         )
     if not report.ok:
         bad = {k for k, _, _ in report.mismatched}
@@ -273,7 +397,7 @@ def load_model(
 
     The architecture comes from ``name`` (a zoo name) if given, else from the config a damofd
     checkpoint records in its meta (``damofd_config``); an official mmdet checkpoint has no such
-    record, so pass ``name`` for those.
+    record, so pass ``name`` for those (else :class:`ArchitectureNotRecordedError`).
     """
     from damofd.models.configs import DetectorConfig
     from damofd.models.detector import SCRFD
@@ -286,10 +410,7 @@ def load_model(
         meta = obj.get("meta") if isinstance(obj.get("meta"), Mapping) else {}
         cfg = meta.get("damofd_config") if meta else None
         if cfg is None:
-            raise CheckpointError(
-                f"checkpoint {str(source)!r} does not record its architecture (no "
-                "meta['damofd_config']); pass the zoo name, e.g. name='damofd-10g'"
-            )
+            raise ArchitectureNotRecordedError(str(source))
         model = SCRFD(DetectorConfig.from_dict(cfg), init=False, name=meta.get("model_name"))
     try:
         load_checkpoint(model, obj if "state_dict" in obj else {"state_dict": obj})

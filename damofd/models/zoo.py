@@ -543,6 +543,13 @@ def create_model(
             template = get_model_info(name)
         stage = tuple(int(c) for c in backbone_module.stage_channels)
         tneck = neck or template.config.neck
+        if len(stage) < tneck.start_level + tneck.num_outs:
+            strides = ", ".join(str(int(x)) for x in backbone_module.out_strides) or "none"
+            raise ConfigError(
+                f"a detector backbone needs at least 5 blocks (stem + 4 stages) whose outputs "
+                f"reach strides 4, 8, 16 and 32; the structure has {len(s)} block(s) with stage "
+                f"outputs at strides {strides}: {s.format()}"
+            )
         neck_cfg = dataclasses.replace(tneck, in_channels=stage) if neck is None else tneck
         head_cfg = head or template.config.head
         config = DetectorConfig(bb_cfg, neck_cfg, head_cfg)

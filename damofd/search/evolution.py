@@ -81,6 +81,7 @@ from damofd.search.space import get_search_space, make_randbelow
 from damofd.search.structure import BLOCK_TYPES, BlockKind, Structure
 
 __all__ = [
+    "MAX_INITIAL_FAILURES",
     "STATE_FILE",
     "Candidate",
     "EvolutionSearch",
@@ -97,6 +98,10 @@ BEST_FILE = "best_structure.txt"
 LOG_FILE = "search.log"
 _STATE_FORMAT = "damofd-search-state"
 _STATE_VERSION = 1
+
+MAX_INITIAL_FAILURES = 8
+"""Abort a search whose first this-many scored candidates all failed to score (a broken proxy
+setting such as an unusable device, not an unlucky mutant)."""
 
 _CONV_NAMES = frozenset(n for n, t in BLOCK_TYPES.items() if t.kind is BlockKind.CONV)
 _KEY_RE = re.compile(r"([A-Za-z0-9]+)\(([0-9,]+)\)")
@@ -409,6 +414,12 @@ class EvolutionSearch:
             device=config.device,
             seed=config.seed,
         )
+        if config.proxy in TORCH_PROXIES or (
+            config.budget_latency_ms is not None and latency_fn is None
+        ):
+            from damofd.search.proxies import check_device  # imports torch
+
+            check_device(config.device)  # fail now, not as -9999 scores in search.log
         self.num_blocks = len(config.stage_weights)
         init = Structure.parse(config.init)
         self.init_structure = init
@@ -446,6 +457,7 @@ class EvolutionSearch:
         self._t_start: float | None = None
         self._latency_cache: dict[tuple[BlockKey, ...], float] = {}
         self._stop = False
+        self._last_failure: BaseException | None = None
 
     # -- validation -------------------------------------------------------------------------------
     def _check_init(self) -> None:
@@ -612,6 +624,9 @@ class EvolutionSearch:
             except Exception as e:  # the reference scores a failing net -9999 and goes on
                 self._log(f"iteration {it}: scoring failed ({type(e).__name__}: {e}); score -9999")
                 stats["failed"] += 1
+                self._last_failure = e
+                if stats["failed"] >= MAX_INITIAL_FAILURES and self._never_scored(True):
+                    raise self._scoring_broken() from e
                 score = -9999.0
             pop_keys.append(cand)
             pop_scores.append(score)
@@ -679,6 +694,8 @@ class EvolutionSearch:
                     self._record_progress()
                 if self.iteration % self.checkpoint_every == 0 and self.iteration < end:
                     self.checkpoint()
+            if self.iteration >= cfg.iterations and self._never_scored():
+                raise self._scoring_broken() from self._last_failure
             if self.iteration >= cfg.iterations:
                 self._record_progress()
             self.checkpoint()
@@ -714,6 +731,25 @@ class EvolutionSearch:
                 f"min_score={min(self.pop_scores):.6f} time={self.elapsed():.1f}s "
                 f"best={format_keys(self.topk[0][2])}"
             )
+
+    def _never_scored(self, in_step: bool = False) -> bool:
+        """Every candidate sent to the proxy so far failed to score (and there was one).
+        ``in_step``: called in the scoring step, before the failed candidate counts as accepted."""
+        failed = self.stats["failed"]
+        return failed > 0 and self.stats["accepted"] + int(in_step) == failed
+
+    def _scoring_broken(self) -> ConfigError:
+        """The error that aborts a search whose proxy fails on every candidate (logged too)."""
+        e = self._last_failure
+        what = f"{type(e).__name__}: {e}" if e is not None else "unknown error"
+        msg = (
+            f"search aborted: the {self.config.proxy} proxy failed on all of the first "
+            f"{self.stats['failed']} candidates (last: {what}); check the proxy settings "
+            f"(device {self.config.device!r}, batch size {self.config.proxy_batch_size}, "
+            f"resolution {self.config.resolution})"
+        )
+        self._log(msg)
+        return ConfigError(msg)
 
     def _log(self, line: str) -> None:
         if self.out_dir is None:

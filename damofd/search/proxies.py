@@ -46,6 +46,7 @@ __all__ = [
     "TORCH_PROXIES",
     "ZEN_MIXUP_GAMMA",
     "TorchProxy",
+    "check_device",
     "compute_torch_proxy",
     "gaussian_reinit",
     "get_torch_proxy",
@@ -426,6 +427,34 @@ def _last_map_size(structure: Structure, resolution: int) -> int:
     return r
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """The torch device named by ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``...), checked to
+    be usable here by allocating a tensor on it.
+
+    Raises :class:`ConfigError` naming ``device`` when it is not a device name, when CUDA is
+    requested on a machine without it, or when the device cannot be used (e.g. a CUDA index
+    beyond the GPUs present). The torch proxies (hence ``damofd score``) call it before building
+    the model; ``damofd search`` and :class:`~damofd.search.evolution.EvolutionSearch` before the
+    search starts.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(
+            f"invalid device {device!r}: expected a torch device such as cpu, cuda or cuda:1"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available")
+    if dev.type == "meta":
+        raise ConfigError(f"device {device!r} holds no data; scores need a real device (cpu, cuda)")
+    try:
+        torch.empty(1, device=dev)
+    except Exception as e:  # torch raises RuntimeError, AssertionError... per backend
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
+        raise ConfigError(f"device {device!r} cannot be used here: {first}") from None
+    return dev
+
+
 def compute_torch_proxy(
     name: str,
     structure: Structure | str,
@@ -458,12 +487,7 @@ def compute_torch_proxy(
             f"channel in the last train-mode BatchNorm ({last}×{last} map); use a larger "
             "resolution or batch"
         )
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError) as e:
-        raise ConfigError(f"invalid device {device!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available")
+    dev = check_device(device)
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     model = proxy_model(struct).to(dev)
     if proxy.repeats_on_same_model:

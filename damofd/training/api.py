@@ -48,9 +48,9 @@ def resolve_config(
         from damofd.models.zoo import create_model
 
         m = create_model(structure=structure, init=False)
-        from damofd.training.config import _template_name
+        from damofd.training.config import template_name
 
-        cfg = recipe(_template_name(m.config))
+        cfg = recipe(template_name(m.config))
     else:
         text = os.fspath(cfg_file)
         p = Path(text)

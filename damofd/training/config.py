@@ -66,6 +66,7 @@ __all__ = [
     "parse_override",
     "recipe",
     "scaled_steps",
+    "template_name",
 ]
 
 REFERENCE_EPOCHS = 640
@@ -738,16 +739,18 @@ def _from_plain(raw: Mapping[str, Any], where: str) -> TrainConfig:
         from damofd.models.zoo import create_model
 
         m = create_model(structure=structure, init=False)
-        cfg = recipe(_template_name(m.config))
+        cfg = recipe(template_name(m.config))
     else:
         cfg = recipe(model or TrainConfig.model)
     apply_mapping(cfg, raw, where=where)
     return cfg.validate()
 
 
-def _template_name(detector_config: Any) -> str:
+def template_name(detector_config: Any) -> str:
     """Zoo name whose recipe a detector config should use: an exact zoo match, else the DamoFD
-    model of the nearest backbone budget."""
+    model of the nearest backbone budget (the one ``create_model(structure=...)`` copies the neck
+    and head from), with ``-kps`` when the config has keypoints. ``damofd train --print-config``
+    and ``damofd info`` name it for a searched structure."""
     from damofd.models.zoo import get_config, list_models, nearest_damofd_template
 
     for name in list_models():
@@ -784,7 +787,7 @@ def config_from_mmcv_dict(raw: Mapping[str, Any], *, where: str = "config") -> T
     from damofd.models.modelscope import config_from_mmcv
 
     det = config_from_mmcv(raw, where=where)
-    cfg = recipe(_template_name(det))
+    cfg = recipe(template_name(det))
     cfg.detector = det.to_dict()
 
     def get(path: str) -> Any:

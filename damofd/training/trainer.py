@@ -32,6 +32,7 @@ interrupted one would have seen — bitwise identical on CPU with ``deterministi
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import math
@@ -162,6 +163,29 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     if spec != "cpu":
         raise ConfigError(f"unknown device {spec!r} (use auto, cpu, cuda or cuda:N)")
     return torch.device("cpu")
+
+
+def _no_forward_buffer_sync() -> dict[str, Any]:
+    """DDP keyword arguments so that buffers (BN statistics) are not broadcast from rank 0 at
+    every forward: ``forward_sync_buffers=False`` where torch has it (2.13+, where
+    ``broadcast_buffers`` is deprecated and warns on every rank), else
+    ``broadcast_buffers=False``. The new flag still syncs buffers once when DDP is built; every
+    rank builds (or resumes) identical buffers, so training is unchanged."""
+    params = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    if "forward_sync_buffers" in params:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
+
+
+def _progress_point(it: int, epochs_done: int, position: int, epoch_len: int) -> str:
+    """Where training stands, for people: ``iteration 3 (epoch 1, 3/156 iterations done)`` or
+    ``iteration 312 (2 epochs done; starting epoch 3)``; epochs 1-based as in the train log."""
+    if position == 0:
+        if epochs_done == 0:
+            return f"iteration {it} (start of epoch 1)"
+        s = "s" if epochs_done != 1 else ""
+        return f"iteration {it} ({epochs_done} epoch{s} done; starting epoch {epochs_done + 1})"
+    return f"iteration {it} (epoch {epochs_done + 1}, {position}/{epoch_len} iterations done)"
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
@@ -506,7 +530,7 @@ class Trainer:
         self.use_kps = bool(getattr(model, "use_kps", False))
         self.criterion = SCRFDCriterion(use_kps=self.use_kps).to(self.device)
         if self.dist.distributed:
-            ddp_kw: dict[str, Any] = {"broadcast_buffers": False}
+            ddp_kw: dict[str, Any] = _no_forward_buffer_sync()
             if self.device.type == "cuda":
                 ddp_kw["device_ids"] = [self.device.index]
             self.model: nn.Module = nn.parallel.DistributedDataParallel(model, **ddp_kw)
@@ -692,7 +716,7 @@ class Trainer:
             _set_rng_state(mine, self.device)
         self.last_checkpoint = path
         self.last_checkpoint_iter = it
-        self.log(f"resumed from {path}: epoch {epoch} done, iteration {it}, batch {position}")
+        self.log(f"resumed from {path} at {_progress_point(it, epoch, position, self.epoch_len)}")
 
     # -- logging ------------------------------------------------------------------------------
     def _write_log(self, record: dict[str, Any]) -> None:
@@ -1012,8 +1036,9 @@ class Trainer:
             last_eval=st.last_eval,
             images_per_s=ips,
         )
+        where = _progress_point(st.iter, st.epoch, st.epoch_iter, self.epoch_len)
         self.log(
-            f"stopped ({stopped}) after epoch {st.epoch}, iteration {st.iter}"
+            f"stopped ({stopped}) at {where}"
             + (f"; {ips:.2f} images/s" if ips else "")
             + (f"; best {cfg.evaluation.metric} AP {st.best_metric:.4f}" if st.best_metric else "")
         )
