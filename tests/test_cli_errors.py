@@ -162,7 +162,7 @@ def test_search_rejects_an_unusable_device_up_front(
     argv = ["search", "--preset", "damofd-0.5g", "--proxy", "zen", "--iterations", "2",
             "--out", str(out), "--force", "--no-progress"]  # fmt: skip
     err = _error(capsys, [*argv, "--device", "foo"])
-    assert "invalid device 'foo'" in err
+    assert "device 'foo' is not a torch device" in err
     if not torch.cuda.is_available():
         assert "CUDA is not available" in _error(capsys, [*argv, "--device", "cuda"])
     assert not out.exists()  # nothing written: no -9999 "result"

@@ -159,7 +159,8 @@ def test_channels_last_matches_contiguous() -> None:
 def test_device_and_thresholds_validated(one_torch_thread: None, tmp_path: Path) -> None:
     import torch
 
-    from damofd.inference.backends import TorchBackend, check_torch_device
+    from damofd.device import check_device
+    from damofd.inference.backends import TorchBackend
     from damofd.models import create_model
 
     model = create_model("damofd-0.5g")
@@ -168,11 +169,11 @@ def test_device_and_thresholds_validated(one_torch_thread: None, tmp_path: Path)
             TorchBackend(model, device=bad)
     if torch.cuda.is_available():
         with pytest.raises(ConfigError, match=r"only .* CUDA device"):
-            check_torch_device("cuda:99")
+            check_device("cuda:99")
     else:
         with pytest.raises(ConfigError, match="'cuda:0' requested but CUDA is not available"):
-            check_torch_device("cuda:0")
-    assert check_torch_device("cpu").type == "cpu"
+            check_device("cuda:0")
+    assert check_device("cpu").type == "cpu"
     # checked before the checkpoint is read
     with pytest.raises(ConfigError, match="device 'gpu0'"):
         FaceDetector.from_checkpoint(tmp_path / "any.pth", device="gpu0")

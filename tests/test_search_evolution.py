@@ -231,7 +231,7 @@ def test_search_aborts_when_the_proxy_never_scores(tmp_path: Path) -> None:
 
 
 def test_unusable_device_fails_before_the_search() -> None:
-    with pytest.raises(ConfigError, match="invalid device 'foo'"):
+    with pytest.raises(ConfigError, match="device 'foo' is not a torch device"):
         EvolutionSearch(SearchConfig.from_preset("damofd-0.5g", proxy="zen", device="foo"))
     # DDSAR never touches the device
     EvolutionSearch(SearchConfig.from_preset("damofd-0.5g", device="foo"))

@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.force:
         raise ConfigError("--resume and --force contradict each other")
     if args.device is not None:
-        from damofd.search.proxies import check_device
+        from damofd.device import check_device
 
         check_device(args.device)  # before any work, as `damofd score` (not -9999 scores)
     o = _overrides(args)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from damofd.device import check_device
 from damofd.errors import ConfigError, InputError
 
 from .postprocess import ModelLayout
@@ -23,7 +24,6 @@ __all__ = [
     "Backend",
     "OnnxBackend",
     "TorchBackend",
-    "check_torch_device",
     "layout_from_output_count",
 ]
 
@@ -194,41 +194,6 @@ class OnnxBackend:
         return "(" + ", ".join(str(d) if isinstance(d, int) else "?" for d in dims) + ")"
 
 
-def check_torch_device(device: Any) -> Any:
-    """``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``...) as a
-    ``torch.device`` that exists on this machine.
-
-    Raises:
-        ConfigError: naming the value: not a torch device name, CUDA not available, a CUDA index
-            beyond the visible devices, or another accelerator type that is not available.
-    """
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(
-            f"device {device!r} is not a torch device; use cpu, cuda or cuda:N"
-        ) from None
-    if dev.type == "cpu":
-        return dev
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} requested but CUDA is not available")
-        n = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= n:
-            raise ConfigError(
-                f"device {device!r}: there {'is' if n == 1 else 'are'} only {n} CUDA "
-                f"device{'s' if n != 1 else ''} (cuda:0..cuda:{n - 1})"
-            )
-        return dev
-    module = torch.backends.mps if dev.type == "mps" else getattr(torch, dev.type, None)
-    available = getattr(module, "is_available", None)
-    if not callable(available) or not available():
-        raise ConfigError(f"device {device!r} is not available here; use cpu, cuda or cuda:N")
-    return dev
-
-
 class TorchBackend:
     """A :class:`damofd.models.SCRFD` module run through ``forward_export`` (shared contract).
 
@@ -256,7 +221,7 @@ class TorchBackend:
     ) -> None:
         import torch
 
-        dev = check_torch_device(device)
+        dev = check_device(device)
         if fp16 and dev.type != "cuda":
             raise ConfigError("fp16 inference needs a CUDA device")
         if copy_model:

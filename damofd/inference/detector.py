@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from damofd.device import check_device
 from damofd.errors import ConfigError, DamoFDError, InputError
 
-from .backends import Backend, OnnxBackend, TorchBackend, check_torch_device
+from .backends import Backend, OnnxBackend, TorchBackend
 from .image_io import DEFAULT_MAX_PIXELS, ImageInput, describe_input, load_image
 from .postprocess import MAX_FACES_METRICS, decode_outputs
 from .preprocess import Protocol, ResizePlan, fill_canvas, get_protocol
@@ -254,7 +255,7 @@ class FaceDetector:
         load through their ModelScope id (:meth:`from_modelscope`); other names raise a
         :class:`~damofd.errors.ConfigError` asking for weights.
         """
-        check_torch_device(device)
+        check_device(device)
         if weights is None:
             ids = modelscope_model_ids().items()
             ms_id = next((k for k, v in ids if v == name.lower()), None)
@@ -302,7 +303,7 @@ class FaceDetector:
         """
         from damofd.models.checkpoint import load_model
 
-        check_torch_device(device)
+        check_device(device)
         p = Path(path)
         if not p.is_file():
             raise InputError(f"{p}: checkpoint not found")
@@ -328,7 +329,7 @@ class FaceDetector:
         """
         from damofd.models.modelscope import load_modelscope
 
-        check_torch_device(device)
+        check_device(device)
         mdl = load_modelscope(os.fspath(model))
         return cls.from_model(mdl, device=device, fp16=fp16, fuse=True, copy_model=False, **kwargs)
 

@@ -53,7 +53,6 @@ from damofd.search.structure import (
 # torch-backed names, resolved on first access
 _LAZY: dict[str, str] = {
     "MasterNet": "damofd.search.masternet",
-    "check_device": "damofd.search.proxies",
     "compute_torch_proxy": "damofd.search.proxies",
 }
 

@@ -417,7 +417,7 @@ class EvolutionSearch:
         if config.proxy in TORCH_PROXIES or (
             config.budget_latency_ms is not None and latency_fn is None
         ):
-            from damofd.search.proxies import check_device  # imports torch
+            from damofd.device import check_device  # imports torch
 
             check_device(config.device)  # fail now, not as -9999 scores in search.log
         self.num_blocks = len(config.stage_weights)

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from damofd.device import check_device
 from damofd.errors import ConfigError, InputError
 from damofd.search.masternet import MasterNet, MasterReLU
 from damofd.search.structure import Structure
@@ -46,7 +47,6 @@ __all__ = [
     "TORCH_PROXIES",
     "ZEN_MIXUP_GAMMA",
     "TorchProxy",
-    "check_device",
     "compute_torch_proxy",
     "gaussian_reinit",
     "get_torch_proxy",
@@ -425,34 +425,6 @@ def _last_map_size(structure: Structure, resolution: int) -> int:
         if b.stride == 2:
             r = (r + 1) // 2  # every stride-2 conv pads (k−1)/2: out = ceil(r / 2)
     return r
-
-
-def check_device(device: str | torch.device) -> torch.device:
-    """The torch device named by ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``...), checked to
-    be usable here by allocating a tensor on it.
-
-    Raises :class:`ConfigError` naming ``device`` when it is not a device name, when CUDA is
-    requested on a machine without it, or when the device cannot be used (e.g. a CUDA index
-    beyond the GPUs present). The torch proxies (hence ``damofd score``) call it before building
-    the model; ``damofd search`` and :class:`~damofd.search.evolution.EvolutionSearch` before the
-    search starts.
-    """
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise ConfigError(
-            f"invalid device {device!r}: expected a torch device such as cpu, cuda or cuda:1"
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available")
-    if dev.type == "meta":
-        raise ConfigError(f"device {device!r} holds no data; scores need a real device (cpu, cuda)")
-    try:
-        torch.empty(1, device=dev)
-    except Exception as e:  # torch raises RuntimeError, AssertionError... per backend
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
-        raise ConfigError(f"device {device!r} cannot be used here: {first}") from None
-    return dev
 
 
 def compute_torch_proxy(

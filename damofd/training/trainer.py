@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from damofd.device import check_device
 from damofd.errors import ConfigError, DamoFDError, InputError
 from damofd.io import atomic_write_bytes, atomic_write_json, ensure_writable_dir
 from damofd.training.config import TrainConfig
@@ -156,13 +157,10 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     ``cuda:LOCAL_RANK``."""
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {spec!r} requested but CUDA is not available")
-        return torch.device(f"cuda:{local_rank}") if spec == "cuda" else torch.device(spec)
-    if spec != "cpu":
-        raise ConfigError(f"unknown device {spec!r} (use auto, cpu, cuda or cuda:N)")
-    return torch.device("cpu")
+    dev = check_device(spec)
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unsupported training device {spec!r} (use auto, cpu, cuda or cuda:N)")
+    return torch.device("cuda", local_rank) if spec == "cuda" else dev
 
 
 def _no_forward_buffer_sync() -> dict[str, Any]:
