@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,19 @@ from damofd.testing import ASSETS_ENV, assets_dir
 # One intra-op thread per test process: the suite is many small ops, where a second thread
 # only adds synchronisation; parallelism comes from pytest-xdist workers (-n).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+_OMP = os.environ["OMP_NUM_THREADS"]
+_TORCH_THREADS = int(_OMP) if _OMP.isdigit() and int(_OMP) > 0 else 1
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A test (or module fixture) that changes torch's thread count must not leak it: with two
+    xdist workers on two cores, two threads per worker made later tests ~10× slower (OpenMP
+    threads spinning against each other)."""
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != _TORCH_THREADS:
+        torch.set_num_threads(_TORCH_THREADS)
 
 
 @pytest.fixture(scope="session")

@@ -64,7 +64,6 @@ def _torch_outputs(model: nn.Module, x: np.ndarray) -> list[np.ndarray]:
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[nn.Module, Path]]:
     """{name: (unfused eval model, dynamic ONNX export)}; the model is left in train mode
     before the export to check that the file is still the eval-mode function."""
-    torch.set_num_threads(2)
     out = {}
     root = tmp_path_factory.mktemp("export")
     for i, name in enumerate(MODELS):

@@ -31,9 +31,6 @@ def photos(assets: Path) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def torch_det(det_500m: Path) -> FaceDetector:
-    import torch
-
-    torch.set_num_threads(2)
     return FaceDetector.from_zoo("scrfd-500m-kps", weights=det_500m)
 
 
