@@ -108,17 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=positive_int, default=8, help="images per forward pass"
     )
-    parser.add_argument(
-        "--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (torch backend)"
-    )
-    parser.add_argument(
-        "--fp16", action="store_true", help="half precision (torch backend on CUDA)"
-    )
-    parser.add_argument(
-        "--threads",
-        type=non_negative_int,
-        help="onnxruntime intra-op threads (default or 0: one per core)",
-    )
+    add_runtime_arguments(parser)
     parser.add_argument(
         "--workers",
         type=non_negative_int,
@@ -144,6 +134,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar (images and videos)"
+    )
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--device``, ``--fp16`` (torch backend) and ``--threads`` (onnxruntime), shared by
+    ``damofd detect`` and ``damofd eval``; :func:`refuse_torch_flags` checks the first two."""
+    parser.add_argument(
+        "--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (torch backend)"
+    )
+    parser.add_argument(
+        "--fp16", action="store_true", help="half precision (torch backend on CUDA)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=non_negative_int,
+        metavar="N",
+        help="onnxruntime intra-op threads (default or 0: one per core)",
     )
 
 

@@ -18,8 +18,8 @@ import json
 import sys
 
 from damofd.cli.detect import (
+    add_runtime_arguments,
     nms_threshold,
-    non_negative_int,
     positive_int,
     refuse_torch_flags,
     score_threshold,
@@ -85,18 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "to <work-dir>/model.onnx first)",
     )
     parser.add_argument("--weights", metavar="FILE", help=".pth or ONNX weights for a zoo name")
-    parser.add_argument(
-        "--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (torch backend)"
-    )
-    parser.add_argument(
-        "--fp16", action="store_true", help="half precision (torch backend on CUDA)"
-    )
-    parser.add_argument(
-        "--threads",
-        type=non_negative_int,
-        metavar="N",
-        help="onnxruntime intra-op threads (default or 0: one per core)",
-    )
+    add_runtime_arguments(parser)
     parser.add_argument(
         "--limit",
         type=positive_int,
