@@ -196,3 +196,44 @@ def test_load_from_modelscope_folder(tmp_path: Path) -> None:
         assert torch.equal(target.state_dict()[k], v), k
     with pytest.raises(CheckpointError, match="does not fit the model"):
         load_pretrained(create_model("damofd-0.5g"), str(folder))  # no keypoint branch
+
+
+@pytest.mark.assets
+def test_existing_run_is_not_overwritten(small_data: Path, tmp_path: Path) -> None:
+    work = tmp_path / "w"
+    first = _trainer(small_data, work, max_iters=2).train()
+    before = (work / "latest.pth").read_bytes()
+    (work / ".latest.pth.abc123.tmp").write_bytes(b"left by a SIGKILL")
+    with pytest.raises(InputError, match=r"already holds a run .*--resume.*--force"):
+        _trainer(small_data, work).train()
+    assert (work / "latest.pth").read_bytes() == before  # untouched
+    # --resume continues and removes the stale temporary file
+    resumed = build_trainer(
+        "damofd-0.5g",
+        work,
+        train_root=small_data,
+        total_epochs=3,
+        overrides=tiny_settings(max_iters=3),
+        resume_from=True,
+    ).train()
+    assert resumed.iters == 3 and first.iters == 2
+    assert not list(work.glob(".*.tmp"))
+    # --force starts over
+    again = build_trainer(
+        "damofd-0.5g",
+        work,
+        train_root=small_data,
+        total_epochs=3,
+        overrides=tiny_settings(max_iters=1),
+        overwrite=True,
+    ).train()
+    assert again.iters == 1
+
+
+def test_train_cli_refuses_force_with_resume(tmp_path: Path, capsys) -> None:
+    from damofd.cli.main import main
+
+    rc = main(["train", "damofd-0.5g", "--train-labels", str(tmp_path / "x.txt"),
+               "--work-dir", str(tmp_path / "w"), "--force", "--resume"])  # fmt: skip
+    assert rc == 2
+    assert "--force starts over and --resume continues" in capsys.readouterr().err

@@ -3,14 +3,23 @@
 Four images with large faces are downscaled to a short side of 128 px and trained on at 128×128
 (square crop of the short side, no flip or colour jitter) for 200 iterations of batch 4. The
 in-training validation then runs the WIDER protocol on the same images (labelv2 ground truth,
-every face kept, ``original`` test protocol so faces have the training scale). Measured: AP
-0.97–1.0 and the loss falls from about 1.9 to 0.2–0.3; the floors below leave a wide margin while
-staying far above what an untrained detector reaches (AP ≈ 0.01).
+every face kept, ``original`` test protocol so faces have the training scale).
+
+Why three seeds and a median: a run this short follows one exact float trajectory, and the
+convolution kernels of different CPUs round differently (AMD AVX2 vs Intel AVX-512/AMX; NHWC vs
+NCHW). One seed can land in a poor basin on one CPU only: seed 0 gave AP 0.22 on an Intel Xeon
+(AVX-512/AMX) with channels-last while seeds 1–3 gave 0.86–1.0 there and every seed gave ≥ 0.94
+on AMD EPYC (AVX2). The test therefore trains seeds 0, 1 and 2 and asserts on the median run
+(AP ≥ 0.6, loss at most half its start) and on every run's loss falling, which no single
+unlucky trajectory can break and an untrained or broken detector (AP ≈ 0.01) cannot pass.
+Checked on AMD EPYC (AVX2), channels-last and NCHW; figures in docs/training.md ("Tests and
+CPUs").
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,12 +28,10 @@ from damofd.training.api import build_trainer
 from tests._train_util import OVERFIT_IMAGES, make_small_dataset, read_log, tiny_settings
 
 ITERS = 200
+SEEDS = (0, 1, 2)
 
 
-@pytest.mark.assets
-@pytest.mark.slow
-def test_overfit_four_images(assets, tmp_path: Path) -> None:
-    data = make_small_dataset(assets, tmp_path / "data", OVERFIT_IMAGES, 128)
+def _overfit_run(data: Path, work: Path, seed: int) -> tuple[Any, np.ndarray]:
     settings = tiny_settings(
         **{
             "data.img_size": 128,
@@ -43,24 +50,37 @@ def test_overfit_four_images(assets, tmp_path: Path) -> None:
     )
     trainer = build_trainer(
         "damofd-0.5g",
-        tmp_path / "work",
+        work,
         train_root=data,
         val_root=data,
         total_epochs=ITERS,  # one iteration per epoch (4 images, batch 4)
         overrides=settings,
-        seed=0,
+        seed=seed,
     )
     result = trainer.train()
     assert result.iters == ITERS and result.stopped == "completed"
-
-    losses = np.array([r["loss"] for r in read_log(tmp_path / "work")])
+    losses = np.array([r["loss"] for r in read_log(work)])
     assert losses.size == ITERS // 10
-    first, last = losses[:2].mean(), losses[-2:].mean()
-    assert last < 0.5 * first, f"loss did not fall enough: {first:.3f} -> {last:.3f}"
-
     ev = result.last_eval
     assert ev is not None and ev["images"] == 4
-    assert ev["hard"] >= 0.6, f"AP {ev['hard']:.3f} after {ITERS} iterations"
     assert ev["easy"] == ev["medium"] == ev["hard"]  # labelv2 ground truth: every face kept
     assert result.best is not None and result.best.is_file()
     assert result.best_metric == pytest.approx(ev["hard"])
+    return result, losses
+
+
+@pytest.mark.assets
+@pytest.mark.slow
+def test_overfit_four_images(assets, tmp_path: Path) -> None:
+    data = make_small_dataset(assets, tmp_path / "data", OVERFIT_IMAGES, 128)
+    aps, ratios = [], []
+    for seed in SEEDS:
+        result, losses = _overfit_run(data, tmp_path / f"work{seed}", seed)
+        first, last = losses[:2].mean(), losses[-2:].mean()
+        # every trajectory must learn something, whatever basin it lands in
+        assert last < 0.8 * first, f"seed {seed}: loss did not fall: {first:.3f} -> {last:.3f}"
+        aps.append(result.last_eval["hard"])
+        ratios.append(last / first)
+    shown = ", ".join(f"seed {s}: AP {a:.3f}, loss ×{r:.2f}" for s, a, r in zip(SEEDS, aps, ratios))
+    assert float(np.median(aps)) >= 0.6, f"median AP below 0.6 after {ITERS} iterations ({shown})"
+    assert float(np.median(ratios)) < 0.5, f"median loss did not halve ({shown})"

@@ -5,6 +5,8 @@ Sub-commands::
     damofd data convert --from wider-txt|wider-mat|retinaface SRC --out FILE [--images DIR]
     damofd data check FILE [--images DIR]
     damofd data show LABELS [--images DIR] --out DIR [-n 8] [--seed S] [--model NAME]
+    damofd data subset LABELS --out FILE [--events 1,4] [--include/--exclude LIST]
+        [--fraction F --seed S] [--limit N] [--names-out FILE] [--rest-out FILE]
 """
 
 from __future__ import annotations
@@ -91,9 +93,91 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("--no-photometric", action="store_true", help="skip colour distortion")
     show.set_defaults(_data_run=_run_show, _error_prefix="damofd data show")
 
+    sub_ = sub.add_parser(
+        "subset",
+        help="write part of a labelv2 file: events, a name list, a seeded fraction, the first N",
+        description="Select images of a labelv2 file, in this order: --events, --include, "
+        "--exclude, a seeded random --fraction, the first --limit. The selection keeps the file "
+        "order; --rest-out writes the images not selected (e.g. a held-out split and the "
+        "training set from one command).",
+        epilog="examples:\n"
+        "  damofd data subset labelv2.txt --events 1,4 --limit 200 --out small.txt\n"
+        "  damofd data subset labelv2_kps.txt --fraction 0.05 --seed 0 --out holdout.txt "
+        "--names-out holdout_names.txt --rest-out train_95.txt\n"
+        "  damofd data subset labelv2.txt --exclude holdout_names.txt --out train_95.txt",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub_.add_argument("labels", help="labelv2 file (or a dataset folder holding labelv2.txt)")
+    sub_.add_argument("--out", required=True, metavar="FILE", help="labelv2 file to write")
+    sub_.add_argument(
+        "--events", metavar="E,E", help="WIDER event numbers to keep, comma-separated (1,4,13)"
+    )
+    sub_.add_argument("--include", metavar="LIST", help="file of image names to keep")
+    sub_.add_argument("--exclude", metavar="LIST", help="file of image names to drop")
+    sub_.add_argument("--fraction", type=float, metavar="F", help="seeded random fraction (0, 1]")
+    sub_.add_argument("--seed", type=int, default=0, help="seed of --fraction (default 0)")
+    sub_.add_argument("--limit", type=int, metavar="N", help="keep at most the first N images")
+    sub_.add_argument("--names-out", metavar="FILE", help="also write the selected image names")
+    sub_.add_argument(
+        "--rest-out", metavar="FILE", help="also write the images not selected (labelv2)"
+    )
+    sub_.add_argument("--force", action="store_true", help="replace existing output files")
+    sub_.set_defaults(_data_run=_run_subset, _error_prefix="damofd data subset")
+
 
 def run(args: argparse.Namespace) -> int:
     return int(args._data_run(args))
+
+
+def _run_subset(args: argparse.Namespace) -> int:
+    from damofd.data.labelv2 import format_labelv2, read_labelv2
+    from damofd.data.subset import read_name_list, select_images
+    from damofd.errors import ConfigError, InputError
+    from damofd.io import atomic_write_text, ensure_writable_file
+
+    labels = Path(args.labels)
+    if labels.is_dir():
+        labels = labels / "labelv2.txt"
+    outs = [("--out", args.out), ("--names-out", args.names_out), ("--rest-out", args.rest_out)]
+    for flag, path in outs:
+        if path is None:
+            continue
+        ensure_writable_file(path, flag, "subset.txt")
+        if Path(path).exists() and not args.force:
+            raise InputError(f"{flag} {path} exists; pass --force to replace it")
+        if Path(path).resolve() == labels.resolve():
+            raise ConfigError(f"{flag} {path} is the input file")
+    events = None
+    if args.events:
+        try:
+            events = [int(e) for e in args.events.split(",") if e.strip()]
+        except ValueError:
+            raise ConfigError(
+                f"--events: expected numbers such as 1,4,13, got {args.events!r}"
+            ) from None
+    images = read_labelv2(labels)
+    sel = select_images(
+        images,
+        events=events,
+        include=None if args.include is None else read_name_list(args.include),
+        exclude=None if args.exclude is None else read_name_list(args.exclude),
+        fraction=args.fraction,
+        seed=args.seed,
+        limit=args.limit,
+    )
+    if not sel.selected:
+        raise InputError(f"{labels}: the selection is empty; nothing written")
+    atomic_write_text(args.out, format_labelv2(sel.selected))
+    faces = sum(i.num_objects for i in sel.selected)
+    msg = f"wrote {args.out}: {len(sel.selected)} of {len(images)} images, {faces} boxes"
+    if args.names_out:
+        atomic_write_text(args.names_out, "".join(i.name + "\n" for i in sel.selected))
+        msg += f"; names in {args.names_out}"
+    if args.rest_out:
+        atomic_write_text(args.rest_out, format_labelv2(sel.rest))
+        msg += f"; the other {len(sel.rest)} images in {args.rest_out}"
+    print(msg)
+    return 0
 
 
 def _run_convert(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 Examples::
 
+    damofd detect photo.jpg                       # the bundled damofd-0.5g-kps, onnxruntime
     damofd detect photo.jpg --onnx det_500m.onnx
     damofd detect photos/ --onnx det_500m.onnx --json > faces.jsonl
     damofd detect photos/ clip.mp4 --model damofd-0.5g-kps --weights e640.pth --save-vis
@@ -14,15 +15,20 @@ object per image (or video frame) on stdout: ``{"path", "image_size", "scores", 
 "keypoints"}`` (+ ``"frame"`` for videos, ``"error"`` for failures); boxes are
 ``[x1, y1, x2, y2]`` in original pixels.
 
-``--onnx FILE`` runs onnxruntime; ``--model``/``--weights`` run PyTorch (``--backend onnx``
-exports the model to a temporary ONNX file first, like ``damofd eval``).
+Without a model option the bundled default detector (``damofd-0.5g-kps``, trained by damofd and
+shipped in the package) runs on onnxruntime, offline; ``--model NAME`` of another model with
+bundled weights (``damofd zoo`` marks them) does the same. ``--onnx FILE`` runs onnxruntime;
+``--model``/``--weights`` run PyTorch (``--backend onnx`` exports the model to a temporary ONNX
+file first, like ``damofd eval``).
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +41,7 @@ HELP = "detect faces in images, folders, videos or a webcam"
 
 DEFAULT_CLI_SCORE_THR = 0.5
 DEFAULT_OUT = "damofd_detect_out"
+JSONL_NAME = "detections.jsonl"
 
 
 def _ranged(kind: type, ok: Callable[[Any], bool], what: str) -> Callable[[str], Any]:
@@ -69,10 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="INPUT",
         help="image files, folders (recursive), video files, http(s) URLs or a camera index",
     )
-    src = parser.add_argument_group("model (one of)")
+    src = parser.add_argument_group("model (one of; default: the bundled damofd-0.5g-kps)")
     src.add_argument(
         "--model",
-        help="zoo name (with --weights), ModelScope id or folder, or a .pth/.onnx path",
+        help="zoo name (bundled weights, or with --weights), ModelScope id or folder, or a "
+        ".pth/.onnx path",
     )
     src.add_argument("--weights", help=".pth checkpoint (or ONNX file) for --model")
     src.add_argument("--onnx", help="ONNX file: ours or an official SCRFD/insightface one")
@@ -116,12 +124,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "with ≥ 2 threads; 0: one session takes the whole batch)",
     )
     parser.add_argument(
-        "--out", help=f"output folder for detections.jsonl and drawings (default {DEFAULT_OUT})"
+        "--out",
+        metavar="DIR",
+        help=f"output folder: {JSONL_NAME} (written as each image finishes) and drawings "
+        f"(default {DEFAULT_OUT} with --save-vis)",
     )
     parser.add_argument(
         "--save-vis", action="store_true", help="write annotated images/videos into --out"
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help=f"start {JSONL_NAME} afresh in --out (default: resume, skipping recorded images)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON lines on stdout")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also print each face's box and score under its image (--json for everything)",
+    )
     parser.add_argument("--camera", type=non_negative_int, help="read from this camera index")
     parser.add_argument(
         "--max-frames", type=positive_int, help="stop videos/cameras after N frames (N ≥ 1)"
@@ -206,8 +228,19 @@ def build_detector(args: argparse.Namespace) -> Any:
         onnx_file = args.weights
     if onnx_file is None and args.model and args.model.lower().endswith(".onnx"):
         onnx_file = args.model
-    if onnx_file is None and not (args.model or args.weights):
-        raise ConfigError("no model: pass --onnx FILE, --model NAME --weights FILE, or --model ID")
+    model = args.model
+    if onnx_file is None and not (model or args.weights):
+        from damofd.models.bundled import DEFAULT_MODEL
+
+        model = DEFAULT_MODEL
+    bundled = None if onnx_file is not None or args.weights else bundled_name(model)
+    if bundled is not None:
+        # bundled weights: onnxruntime unless a torch-only flag or --backend torch asks for torch
+        wants_torch = args.device != "cpu" or args.fp16
+        backend = args.backend or ("torch" if wants_torch else "onnx")
+        if backend == "onnx":
+            refuse_torch_flags(args)
+        return FaceDetector.from_zoo(bundled, backend=backend, **torch_kw, **onnx_kw, **common)
     backend = args.backend or ("onnx" if onnx_file is not None else "torch")
     if backend == "onnx":
         refuse_torch_flags(args)
@@ -222,11 +255,26 @@ def build_detector(args: argparse.Namespace) -> Any:
     elif args.weights:
         det = FaceDetector.from_zoo(args.model, weights=args.weights, **torch_kw, **common)
     else:
-        det = FaceDetector.from_pretrained(args.model, **torch_kw, **common)
+        det = FaceDetector.from_pretrained(model, **torch_kw, **common)
     if backend == "onnx":
         sys.stderr.write("damofd detect: exporting the model to ONNX for --backend onnx\n")
         det = det.to_onnx(**onnx_kw)
     return det
+
+
+def bundled_name(spec: str | None) -> str | None:
+    """The canonical zoo name when ``spec`` names a zoo model with bundled weights (and is not
+    a file or folder), else ``None``."""
+    from damofd.models.bundled import get_bundled
+    from damofd.models.zoo import resolve_name
+
+    if spec is None or Path(spec).exists():
+        return None
+    try:
+        name = resolve_name(spec)
+    except ConfigError:
+        return None
+    return name if get_bundled(name) is not None else None
 
 
 def _detect_onnx_arch(path: str) -> str:
@@ -273,14 +321,32 @@ def _expand(
 
 
 class _Outputs:
-    """Output naming (no collisions), drawings and the JSON-lines record."""
+    """Output naming (no collisions), drawings and the JSON-lines record.
 
-    def __init__(self, out_dir: Path | None, save_vis: bool, to_stdout: bool) -> None:
+    ``detections.jsonl`` is appended to as each image finishes (one ``write`` per line under an
+    exclusive ``flock``, then flushed), so a run killed by SIGINT, SIGTERM or SIGKILL keeps every
+    record it finished, and two runs writing into one folder at the same time interleave whole
+    lines and lose none. A rerun into a folder that already holds records resumes: images whose
+    path is recorded without an error are skipped (``--force`` starts the file afresh).
+    """
+
+    def __init__(
+        self, out_dir: Path | None, save_vis: bool, to_stdout: bool, *, force: bool = False
+    ) -> None:
         self.out_dir = out_dir
         self.save_vis = save_vis
         self.to_stdout = to_stdout
-        self.records: list[str] = []
         self._used: set[Path] = set()
+        self.done: set[str] = set()
+        self.path: Path | None = None
+        self._fd: int | None = None
+        if out_dir is not None:
+            self.path = out_dir / JSONL_NAME
+            if force:
+                self.path.unlink(missing_ok=True)
+            elif self.path.is_file():
+                self.done = _recorded_paths(self.path)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def name_for(self, source: str, base: Path | None, suffix: str | None = None) -> Path:
         assert self.out_dir is not None
@@ -304,17 +370,38 @@ class _Outputs:
         if self.to_stdout:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
-        if self.out_dir is not None:
-            self.records.append(line)
+        if self._fd is not None:
+            data = (line + "\n").encode("utf-8")
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._fd, view) :]
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def finish(self) -> Path | None:
-        if self.out_dir is None:
-            return None
-        from damofd.io import atomic_write_text
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        return self.path
 
-        path = self.out_dir / "detections.jsonl"
-        atomic_write_text(path, "".join(r + "\n" for r in self.records))
-        return path
+
+def _recorded_paths(path: Path) -> set[str]:
+    """Paths recorded without an error in an existing ``detections.jsonl`` (image records only;
+    a torn last line from a killed run is ignored and that image is redone)."""
+    done: set[str] = set()
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and "frame" not in rec and not rec.get("error"):
+                src = rec.get("path")
+                if isinstance(src, str):
+                    done.add(src)
+    return done
 
 
 def run(args: argparse.Namespace) -> int:
@@ -335,7 +422,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         out_dir = None
     det = build_detector(args)
-    outs = _Outputs(out_dir, args.save_vis, args.json)
+    outs = _Outputs(out_dir, args.save_vis, args.json, force=args.force)
+    n_skipped = 0
+    if outs.done:
+        before = len(items)
+        items = [it for it in items if not (it[0] == "image" and it[1] in outs.done)]
+        n_skipped = before - len(items)
+        if n_skipped:
+            sys.stderr.write(
+                f"damofd detect: resuming: {n_skipped} image{'s' if n_skipped != 1 else ''} "
+                f"already in {outs.path} (--force to redo them)\n"
+            )
     n_images = n_failed = n_faces = n_frames = 0
     t0 = time.perf_counter()
     quiet = args.json
@@ -377,7 +474,15 @@ def run(args: argparse.Namespace) -> int:
                 report_error(str(e))
         outs.emit(rec)
         if not quiet:
-            sys.stdout.write(f"{src}: {len(res)} face{'s' if len(res) != 1 else ''}\n")
+            drawn = f" -> {rec['vis']}" if "vis" in rec else ""
+            sys.stdout.write(f"{src}: {len(res)} face{'s' if len(res) != 1 else ''}{drawn}\n")
+            if args.verbose:
+                for k, face in enumerate(res.faces):
+                    x1, y1, x2, y2 = face.box
+                    sys.stdout.write(
+                        f"  face {k}: box [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}] "
+                        f"score {face.score:.3f}\n"
+                    )
     if bar is not None:
         bar.close()
 
@@ -429,6 +534,9 @@ def run(args: argparse.Namespace) -> int:
         f"damofd detect: {', '.join(parts)}, {n_faces} face{'s' if n_faces != 1 else ''}, "
         f"{n_failed} failed, {dt:.1f} s"
     )
+    summary_line += f"; model {det.model_label}"
+    if n_skipped:
+        summary_line += f"; {n_skipped} skipped (done earlier)"
     if jsonl is not None:
         summary_line += f"; results in {jsonl}"
     sys.stderr.write(summary_line + "\n")

@@ -2,7 +2,7 @@
 
 Examples::
 
-    damofd zoo                       # table of every model with its published AP and cost
+    damofd zoo                       # every model: published AP and cost, where weights are
     damofd zoo --family scrfd --count    # plus params/FLOPs counted here (640x480)
     damofd zoo damofd-10g-kps        # structure, config, weight sources, licence, notes
     damofd zoo --json
@@ -44,9 +44,18 @@ def _row(info: Any, count: bool) -> dict[str, Any]:
     return d
 
 
+def giga(printed: str) -> float:
+    """A published FLOPs figure as printed (``520M``, ``2.46G``, ``34.13G``) in GFLOPs."""
+    unit = printed.strip()[-1].upper()
+    scale = {"K": 1e-6, "M": 1e-3, "G": 1.0, "T": 1e3}.get(unit)
+    if scale is None:
+        return float(printed)
+    return float(printed.strip()[:-1]) * scale
+
+
 def _table(rows: list[dict[str, Any]], count: bool) -> str:
     head = (
-        f"{'name':<16} {'kps':<4} {'Easy':>6} {'Medium':>6} {'Hard':>6} {'FLOPs':>7} {'Params':>7}"
+        f"{'name':<16} {'kps':<4} {'Easy':>6} {'Medium':>6} {'Hard':>6} {'GFLOPs':>7} {'Params':>7}"
     )
     if count:
         head += f" {'params (ours)':>13} {'FLOPs (ours)':>15}"
@@ -59,17 +68,29 @@ def _table(rows: list[dict[str, Any]], count: bool) -> str:
             if p
             else f"{'-':>6} {'-':>6} {'-':>6}"
         )
-        cost = f"{p['flops']:>7} {str(p['params_m']) + 'M':>7}" if p else f"{'-':>7} {'-':>7}"
+        cost = (
+            f"{giga(p['flops']):>7.2f} {str(p['params_m']) + 'M':>7}" if p else f"{'-':>7} {'-':>7}"
+        )
         line = f"{r['name']:<16} {'yes' if r['use_kps'] else 'no':<4} {ap} {cost}"
         if count:
             line += f" {r['counted']['params']:>13,} {r['counted']['flops']:>15,}"
         kinds = sorted({w["kind"] for w in r["weights"]})
+        if r.get("bundled"):
+            kinds.insert(0, "BUNDLED")
         line += "  " + (", ".join(kinds) if kinds else "(not released)")
         lines.append(line)
     lines.append(
-        "AP: WIDER FACE val (%), VGA protocol, as published; FLOPs/params as published "
+        "AP: WIDER FACE val (%), VGA protocol, as published; GFLOPs/params as published "
         "(DamoFD counts GroupNorm, SCRFD does not)."
     )
+    bundled = [r for r in rows if r.get("bundled")]
+    for r in bundled:
+        a = r["bundled"]["ap"]
+        lines.append(
+            f"BUNDLED: {r['name']} ships with damofd (trained by damofd on the WIDER train "
+            f"subset; val subset AP {a['easy']:.3f}/{a['medium']:.3f}/{a['hard']:.3f}); "
+            f"`damofd zoo {r['name']}` for details. The default model of every command."
+        )
     return "\n".join(lines)
 
 
@@ -98,6 +119,19 @@ def _detail(r: dict[str, Any]) -> str:
         lines.append(
             f"weights ({w['kind']}): {w['location']}" + (f" — {w['note']}" if w["note"] else "")
         )
+    b = r.get("bundled")
+    if b:
+        a = b["ap"]
+        lines.append(
+            f"bundled weights (trained by damofd): {b['files']['onnx']['path']} and "
+            f"{b['files']['pth']['name']}; WIDER val subset AP Easy {a['easy']:.4f} / Medium "
+            f"{a['medium']:.4f} / Hard {a['hard']:.4f} ({a['protocol']}, score > {a['score_thr']})"
+        )
+        lines.append(f"bundled data: {b['data']}")
+        lines.append(f"bundled recipe: {b['recipe']}")
+        lines.append(f"bundled command: {b['command']}")
+        lines.append(f"bundled CPU-hours: {b['cpu_hours']}")
+        lines.append(f"bundled licence: {b['licence']}")
     lines.append(f"licence: {r['licence']}")
     for n in r["notes"]:
         lines.append(f"note: {n}")

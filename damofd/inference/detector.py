@@ -1,5 +1,6 @@
 """The public inference API: :class:`FaceDetector`.
 
+>>> det = FaceDetector()             # the bundled default, damofd-0.5g-kps, ONNX Runtime, offline
 >>> det = FaceDetector.from_onnx("det_500m.onnx")                    # doctest: +SKIP
 >>> faces = det.detect("group.jpg")                                   # doctest: +SKIP
 >>> faces[0].box, faces[0].score, faces[0].keypoints                 # doctest: +SKIP
@@ -94,6 +95,24 @@ def _is_single(inputs: Any) -> bool:
     )
 
 
+def _as_items(inputs: Any) -> list[Any]:
+    """One input or an iterable of inputs as a list; anything else is an :class:`InputError`."""
+    if _is_single(inputs):
+        return [inputs]
+    if inputs is None or isinstance(inputs, (int, float, dict)):
+        raise InputError(
+            f"no image: got {type(inputs).__name__} (expected a path, URL, bytes, numpy array, "
+            "PIL image, or a list of them)"
+        )
+    try:
+        return list(inputs)
+    except TypeError:
+        raise InputError(
+            f"unsupported input {type(inputs).__name__} (expected a path, URL, bytes, numpy "
+            "array, PIL image, or a list of them)"
+        ) from None
+
+
 class _Lane:
     """One backend with its own reusable input buffer (a worker of the data-parallel path)."""
 
@@ -133,12 +152,15 @@ class FaceDetector:
             own preprocessing, forward pass and decoding (see :meth:`from_onnx`). Empty: the
             main backend runs every batch.
 
+    Without ``backend`` the bundled default model (:data:`damofd.models.bundled.DEFAULT_MODEL`,
+    trained by damofd itself and shipped in the package) runs on onnxruntime, offline.
+
     A detector is not thread-safe (it reuses its input buffers); use one per thread.
     """
 
     def __init__(
         self,
-        backend: Backend,
+        backend: Backend | None = None,
         *,
         protocol: str | Protocol = "vga",
         score_thr: float = DEFAULT_SCORE_THR,
@@ -150,6 +172,11 @@ class FaceDetector:
         url_timeout: float = 10.0,
         workers: Sequence[Backend] = (),
     ) -> None:
+        if backend is None:
+            from damofd.models.bundled import DEFAULT_MODEL, bundled_file
+
+            backend = OnnxBackend(bundled_file(DEFAULT_MODEL, "onnx"))
+            backend.model_name, backend.bundled = DEFAULT_MODEL, True
         self.backend = backend
         self.layout = backend.layout
         self.protocol = protocol  # type: ignore[assignment]  # resolved by the setter
@@ -245,18 +272,46 @@ class FaceDetector:
         weights: str | os.PathLike[str] | None = None,
         device: str = "cpu",
         fp16: bool = False,
+        backend: str | None = None,
+        threads: int | None = None,
+        workers: int | None = None,
         **kwargs: Any,
     ) -> FaceDetector:
         """From a zoo name (``damofd-0.5g-kps``, ``scrfd-500m``...) and a weights file.
 
         ``weights``: a ``.pth`` checkpoint (mmcv/damofd, strict key match) or an official SCRFD /
         damofd ONNX file of the same architecture (imported with
-        :func:`damofd.models.onnx_import.import_scrfd_onnx`). Without ``weights``, DamoFD models
-        load through their ModelScope id (:meth:`from_modelscope`); other names raise a
-        :class:`~damofd.errors.ConfigError` asking for weights.
+        :func:`damofd.models.onnx_import.import_scrfd_onnx`). Without ``weights``, a model with
+        bundled weights (``damofd zoo`` marks them) loads them from the package, on onnxruntime
+        unless ``backend="torch"`` (or a CUDA ``device`` / ``fp16``) asks for PyTorch; DamoFD
+        models load through their ModelScope id (:meth:`from_modelscope`); other names raise a
+        :class:`~damofd.errors.ConfigError` asking for weights. ``threads`` and ``workers`` are
+        the onnxruntime settings of :meth:`from_onnx`.
         """
         check_device(device)
+        if backend not in (None, "onnx", "torch"):
+            raise ConfigError(f"backend must be 'onnx' or 'torch', got {backend!r}")
         if weights is None:
+            from damofd.models.bundled import bundled_file, get_bundled
+            from damofd.models.zoo import resolve_name
+
+            canonical = resolve_name(name)
+            if get_bundled(canonical) is not None:
+                use_torch = backend == "torch" or device != "cpu" or fp16
+                if use_torch:
+                    det = cls.from_checkpoint(
+                        bundled_file(canonical, "pth"),
+                        name=canonical,
+                        device=device,
+                        fp16=fp16,
+                        **kwargs,
+                    )
+                else:
+                    det = cls.from_onnx(
+                        bundled_file(canonical, "onnx"), threads=threads, workers=workers, **kwargs
+                    )
+                det.backend.model_name, det.backend.bundled = canonical, True
+                return det
             ids = modelscope_model_ids().items()
             ms_id = next((k for k, v in ids if v == name.lower()), None)
             if ms_id is not None:
@@ -334,9 +389,16 @@ class FaceDetector:
         return cls.from_model(mdl, device=device, fp16=fp16, fuse=True, copy_model=False, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, spec: str | os.PathLike[str], **kwargs: Any) -> FaceDetector:
+    def from_pretrained(
+        cls, spec: str | os.PathLike[str] | None = None, **kwargs: Any
+    ) -> FaceDetector:
         """Dispatch on ``spec``: an ``.onnx`` file, a ``.pth``/``.pt`` checkpoint, a ModelScope
-        folder or id, or a zoo name (see the ``from_*`` constructors)."""
+        folder or id, or a zoo name (see the ``from_*`` constructors). ``None``: the bundled
+        default model (:data:`damofd.models.bundled.DEFAULT_MODEL`)."""
+        if spec is None:
+            from damofd.models.bundled import DEFAULT_MODEL
+
+            spec = DEFAULT_MODEL
         s = os.fspath(spec)
         p = Path(s)
         if p.is_file():
@@ -439,6 +501,27 @@ class FaceDetector:
     @property
     def use_kps(self) -> bool:
         return self.layout.use_kps
+
+    @property
+    def model_name(self) -> str | None:
+        """Zoo name of the model when known (the bundled default, a zoo name, a checkpoint that
+        records its architecture), else ``None``."""
+        name = getattr(self.backend, "model_name", None)
+        if name is None:
+            name = getattr(getattr(self.backend, "model", None), "name", None)
+        return name if isinstance(name, str) else None
+
+    @property
+    def model_label(self) -> str:
+        """What reports name as the model: ``damofd-0.5g-kps (bundled)``, a zoo name or the
+        backend description."""
+        name = self.model_name
+        path = getattr(self.backend, "path", None)
+        if name is not None and getattr(self.backend, "bundled", False):
+            return f"{name} (bundled)"
+        if name is not None:
+            return name
+        return path.name if isinstance(path, Path) else self.backend.description
 
     def __repr__(self) -> str:
         return (
@@ -621,7 +704,7 @@ class FaceDetector:
         Per-input failures (missing file, corrupt image, URL timeout, too large) are reported in
         ``result.error``; the other inputs are processed normally.
         """
-        items = [inputs] if _is_single(inputs) else list(inputs)  # type: ignore[arg-type]
+        items = _as_items(inputs)
         return list(
             self.iter_predict(
                 items,

@@ -3,15 +3,19 @@
 Everything is converted to a **BGR uint8 (H, W, 3)** array, the OpenCV and ModelScope
 convention: grayscale is expanded to three channels, an alpha channel is dropped (as
 ``cv2.imread`` does), 16-bit images are scaled to 8 bits by ``round(x / 257)`` (65535 → 255),
-float arrays are taken as 0–255 values and clipped. Files are decoded with OpenCV (EXIF
-orientation applied, like ``cv2.imread``); the pixel count is checked from the file header before
-decoding so a decompression bomb is refused cheaply.
+float arrays whose values all lie in [0, 1] are scaled by 255 (the torchvision/PIL float
+convention), other float arrays are taken as 0–255 values and clipped. Files are decoded with
+OpenCV (EXIF orientation applied, like ``cv2.imread``); the pixel count is checked from the file
+header before decoding so a decompression bomb is refused cheaply. Only regular files are read (a
+FIFO or device would block or never end).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import struct
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -153,24 +157,42 @@ def decode_image(
 
 
 def _read_url(url: str, timeout: float) -> bytes:
+    """Download ``url``; ``timeout`` bounds the whole download (connection, headers and body),
+    not each socket read, so a server that trickles bytes cannot hold the caller longer."""
     req = urllib.request.Request(url, headers={"User-Agent": "damofd"})
+    deadline = time.monotonic() + timeout
+    timed_out = InputError(f"{url}: timed out after {timeout:g} s")
+    chunks: list[bytes] = []
+    size = 0
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            data = resp.read(MAX_URL_BYTES + 1)
+            sock = getattr(getattr(getattr(resp, "fp", None), "raw", None), "_sock", None)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise timed_out
+                if sock is not None:
+                    sock.settimeout(left)
+                chunk = resp.read1(1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_URL_BYTES:
+                    raise InputError(f"{url}: download larger than {MAX_URL_BYTES:,} bytes")
+    except InputError:
+        raise
     except TimeoutError:
-        raise InputError(f"{url}: timed out after {timeout:g} s") from None
+        raise timed_out from None
     except urllib.error.HTTPError as e:
         raise InputError(f"{url}: HTTP error {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
-        reason = e.reason
-        if isinstance(reason, TimeoutError):
-            raise InputError(f"{url}: timed out after {timeout:g} s") from None
-        raise InputError(f"{url}: cannot fetch ({reason})") from None
+        if isinstance(e.reason, TimeoutError):
+            raise timed_out from None
+        raise InputError(f"{url}: cannot fetch ({e.reason})") from None
     except (OSError, ValueError) as e:
         raise InputError(f"{url}: cannot fetch ({e})") from None
-    if len(data) > MAX_URL_BYTES:
-        raise InputError(f"{url}: download larger than {MAX_URL_BYTES:,} bytes")
-    return data
+    return b"".join(chunks)
 
 
 def to_bgr_uint8(img: np.ndarray, label: str = "<array>") -> np.ndarray:
@@ -178,7 +200,7 @@ def to_bgr_uint8(img: np.ndarray, label: str = "<array>") -> np.ndarray:
 
     Accepted: (H, W) or (H, W, 1) grayscale, (H, W, 3) BGR, (H, W, 4) BGRA (alpha dropped);
     dtypes uint8, uint16 (scaled by 1/257, rounded), bool, other integers (clipped to 0–255),
-    float (taken as 0–255, clipped and rounded).
+    float (values all in [0, 1]: scaled by 255; otherwise taken as 0–255; clipped and rounded).
     """
     if not isinstance(img, np.ndarray):
         raise InputError(f"{label}: expected a numpy array, got {type(img).__name__}")
@@ -199,6 +221,8 @@ def to_bgr_uint8(img: np.ndarray, label: str = "<array>") -> np.ndarray:
             img = np.clip(img, 0, 255).astype(np.uint8)
         elif np.issubdtype(img.dtype, np.floating):
             f = np.nan_to_num(img.astype(np.float32, copy=False), nan=0.0)
+            if f.size and float(f.min()) >= 0.0 and float(f.max()) <= 1.0:
+                f = f * 255.0  # a [0, 1] float image (torchvision / skimage convention)
             img = np.clip(np.rint(f), 0, 255).astype(np.uint8)
         else:
             raise InputError(f"{label}: unsupported image dtype {img.dtype}")
@@ -240,7 +264,7 @@ def load_image(
             (taken as **BGR**, the ModelScope/OpenCV convention; grayscale, BGRA and 16-bit
             accepted, see :func:`to_bgr_uint8`). Arrays that are already BGR uint8 are returned
             without a copy.
-        timeout: seconds to wait for a URL (connect and each read).
+        timeout: seconds a URL download may take in all (connection and body).
         max_pixels: refuse files/URLs whose width × height exceeds this (``None``: no limit).
 
     Raises:
@@ -263,6 +287,12 @@ def load_image(
             raise InputError(f"{label}: no such file")
         if path.is_dir():
             raise InputError(f"{label}: is a directory, not an image")
+        try:
+            mode = path.stat().st_mode
+        except OSError as e:
+            raise InputError(f"{label}: cannot read ({e.strerror or e})") from None
+        if not stat.S_ISREG(mode):
+            raise InputError(f"{label}: not a regular file (a FIFO, device or socket); refused")
         try:
             data = np.fromfile(path, dtype=np.uint8)
         except OSError as e:

@@ -8,10 +8,11 @@ Code written for the seed's example ports by changing the imports::
     face_detection = pipeline(Tasks.face_detection, model=model_id)
     result = face_detection("face_detection2.jpeg")   # {"scores", "boxes", "keypoints"}
 
-``model`` may be a ModelScope id (mapped to the zoo name; the weights come from the ModelScope
-loader of :mod:`damofd.models`), a downloaded ModelScope folder, a zoo name (then pass
-``weights=``), a ``.pth`` checkpoint or an ONNX file. Like ModelScope, the default score
-threshold is 0.3.
+Without ``model`` the bundled default detector (``damofd-0.5g-kps``, trained by damofd) is
+used, offline. ``model`` may be a ModelScope id (mapped to the zoo name; the weights come from
+the ModelScope loader of :mod:`damofd.models`), a downloaded ModelScope folder, a zoo name
+(bundled weights, or pass ``weights=``), a ``.pth`` checkpoint or an ONNX file. Like
+ModelScope, the default score threshold is 0.3.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def pipeline(
     Args:
         task: must be ``"face-detection"`` (``Tasks.face_detection``).
         model: ModelScope id or folder, zoo name, ``.pth`` or ``.onnx`` path, or a ready
-            :class:`FaceDetector`.
+            :class:`FaceDetector`; ``None`` (default): the bundled ``damofd-0.5g-kps`` weights,
+            offline.
         score_thr: score threshold (ModelScope's default 0.3).
         **kwargs: passed to :meth:`FaceDetector.from_pretrained` (``weights=``, ``device=``,
             ``protocol=``, ``nms_thr=``, ``max_faces=``...).
@@ -71,9 +73,9 @@ def pipeline(
     if task != Tasks.face_detection:
         raise ConfigError(f"damofd pipelines serve only task 'face-detection', got {task!r}")
     if model is None:
-        raise ConfigError(
-            "pipeline(): pass model= (a ModelScope id such as "
-            "'damo/cv_ddsar_face-detection_iclr23-damofd', a zoo name, a .pth or an .onnx file)"
+        # the bundled default model, offline (damofd.models.bundled.DEFAULT_MODEL)
+        return FaceDetectionPipeline(
+            FaceDetector.from_pretrained(None, score_thr=score_thr, **kwargs)
         )
     if isinstance(model, FaceDetector):
         return FaceDetectionPipeline(model)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from damofd.errors import ConfigError
+from damofd.models.bundled import BundledModel, get_bundled
 from damofd.models.configs import (
     DetectorConfig,
     MasterNetConfig,
@@ -111,9 +112,16 @@ class ModelInfo:
         """GroupNorm counted in the published FLOPs (DamoFD yes, SCRFD no)."""
         return self.family == "damofd"
 
+    @property
+    def bundled(self) -> BundledModel | None:
+        """Weights trained by damofd and shipped in the package, if any (``damofd/weights``)."""
+        return get_bundled(self.name)
+
     def to_dict(self) -> dict[str, object]:
+        b = self.bundled
         return {
             "name": self.name,
+            "bundled": None if b is None else b.to_dict(),
             "family": self.family,
             "use_kps": self.use_kps,
             "released": self.released,

@@ -93,6 +93,7 @@ def build_trainer(
     overrides: Mapping[str, Any] | None = None,
     hooks: Sequence[TrainerHook] = (),
     name: str | None = None,
+    overwrite: bool = False,
 ) -> Trainer:
     """Build a :class:`~damofd.training.trainer.Trainer` (call ``.train()`` on it).
 
@@ -113,6 +114,8 @@ def build_trainer(
         no_validate: disable periodic evaluation.
         overrides: extra ``{dotted key: value}`` settings (applied before ``cfg_modify_fn``).
         name: accepted for ModelScope compatibility (``Trainers.face_detection_scrfd``).
+        overwrite: start over in a work dir that already holds ``latest.pth`` (refused
+            otherwise unless ``resume_from`` is given).
     """
     if name not in (None, "face-detection-scrfd"):
         raise ConfigError(f"build_trainer: unknown trainer name {name!r}")
@@ -162,4 +165,4 @@ def build_trainer(
         resume = True
     elif resume_from:
         resume = resume_from
-    return Trainer(cfg, work_dir, resume=resume, hooks=hooks)
+    return Trainer(cfg, work_dir, resume=resume, hooks=hooks, overwrite=overwrite)

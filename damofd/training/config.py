@@ -64,6 +64,7 @@ __all__ = [
     "list_recipes",
     "load_config_file",
     "parse_override",
+    "patch_config",
     "recipe",
     "scaled_steps",
     "template_name",
@@ -99,21 +100,36 @@ class OptimizerConfig:
 
 @dataclass
 class LrConfig:
-    """Linear warm-up then step decay (mmcv ``policy='step', warmup='linear'``).
+    """Linear warm-up then step decay (mmcv ``policy='step', warmup='linear'``), or cosine
+    annealing by iteration (``policy='cosine'``, for short runs).
 
     Attributes:
+        policy: ``step`` (the official recipes) or ``cosine``.
         warmup_iters: iterations of linear warm-up (0 = none).
         warmup_ratio: the warm-up starts at ``warmup_ratio · lr``.
+        warmup_max_fraction: cap the warm-up at this fraction of the run's iterations (0 = no
+            cap), so a short run does not spend itself warming up; the official 640-epoch runs
+            are far below the default cap.
         step: epochs at which the rate is multiplied by ``gamma`` (of a ``step_ref_epochs`` run).
         gamma: decay factor.
         step_ref_epochs: run length ``step`` was written for (0: use ``step`` verbatim).
+        min_lr_ratio: cosine policy: the rate at the end of the run, as a fraction of ``lr``.
     """
 
+    policy: str = "step"
     warmup_iters: int = 1500
     warmup_ratio: float = 0.001
+    warmup_max_fraction: float = 0.25
     step: tuple[int, ...] = REFERENCE_STEPS
     gamma: float = 0.1
     step_ref_epochs: int = REFERENCE_EPOCHS
+    min_lr_ratio: float = 0.01
+
+    def capped_warmup(self, total_iters: int) -> int:
+        """Warm-up iterations of a run of ``total_iters`` iterations (after the cap)."""
+        if self.warmup_max_fraction <= 0 or total_iters <= 0:
+            return self.warmup_iters
+        return min(self.warmup_iters, int(self.warmup_max_fraction * total_iters))
 
 
 @dataclass
@@ -301,7 +317,18 @@ class TrainConfig:
         _require(o.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0")
         _require(o.base_batch_size >= 1, "optimizer.base_batch_size", "must be >= 1")
         lr = c.lr_config
+        _require(
+            lr.policy in ("step", "cosine"),
+            "lr_config.policy",
+            f"must be step or cosine, got {lr.policy!r}",
+        )
         _require(lr.warmup_iters >= 0, "lr_config.warmup_iters", "must be >= 0")
+        _require(
+            0 <= lr.warmup_max_fraction <= 1,
+            "lr_config.warmup_max_fraction",
+            f"must be in [0, 1], got {lr.warmup_max_fraction}",
+        )
+        _require(0 <= lr.min_lr_ratio <= 1, "lr_config.min_lr_ratio", "must be in [0, 1]")
         _require(0 < lr.warmup_ratio <= 1, "lr_config.warmup_ratio", "must be in (0, 1]")
         _require(lr.gamma > 0, "lr_config.gamma", "must be > 0")
         _require(
@@ -348,6 +375,21 @@ class TrainConfig:
             f"must be auto, cpu, cuda or cuda:N, got {dev!r}",
         )
         return self
+
+
+def patch_config(cfg: TrainConfig, size: int) -> TrainConfig:
+    """Switch ``cfg`` to patch training in place: ``size``×``size`` inputs whose faces have the
+    same pixel sizes as at ``data.img_size`` — every RandomSquareCrop scale is multiplied by
+    ``size / img_size`` (the 0.5G recipe's 1.0…2.0 of 640 becomes 0.5…1.0 of 320). A train step
+    then costs about ``(size / img_size)²`` of the full one; the faces the model learns are the
+    ones it meets at test time. Returns ``cfg``."""
+    d = cfg.data
+    if size < 32 or size % 32:
+        raise ConfigError(f"patch size must be a positive multiple of 32, got {size}")
+    factor = size / d.img_size
+    d.crop_choice = tuple(round(c * factor, 6) for c in d.crop_choice)
+    d.img_size = size
+    return cfg
 
 
 def _require(cond: bool, key: str, msg: str) -> None:

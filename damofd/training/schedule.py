@@ -1,6 +1,8 @@
-"""Learning-rate schedule of the official recipes: linear warm-up, then step decay by epoch.
+"""Learning-rate schedules: linear warm-up, then step decay by epoch (the official recipes) or
+cosine annealing by iteration (short runs).
 
-Semantics of mmcv's ``StepLrUpdaterHook(by_epoch=True, warmup='linear')`` (reference spec §5.4):
+``policy="step"`` — mmcv's ``StepLrUpdaterHook(by_epoch=True, warmup='linear')`` (reference
+spec §5.4):
 
 * regular rate in epoch ``e`` (0-based): ``lr · gamma^k`` with ``k = #{s in steps : e >= s}``;
 * during the first ``warmup_iters`` iterations (``i`` = iterations already done, 0-based):
@@ -8,12 +10,18 @@ Semantics of mmcv's ``StepLrUpdaterHook(by_epoch=True, warmup='linear')`` (refer
   iteration uses ``warmup_ratio · lr`` and the rate reaches the regular value at
   ``i = warmup_iters``.
 
+``policy="cosine"`` — mmcv's ``CosineAnnealingLrUpdaterHook(by_epoch=False, min_lr_ratio=r)``:
+regular rate ``lr · (r + (1 − r) · (1 + cos(π · i / total_iters)) / 2)``, with the same linear
+warm-up factor on top. For a budget of a few CPU-hours it spends the whole run decaying smoothly
+instead of most of it at the peak rate (docs/training.md, "Short CPU runs").
+
 The schedule is a pure function of (iteration, epoch); :class:`StepWarmupSchedule` only applies it
 to an optimizer and records its settings in checkpoints.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -22,7 +30,9 @@ import torch
 
 from damofd.errors import ConfigError
 
-__all__ = ["StepWarmupSchedule", "lr_at"]
+__all__ = ["POLICIES", "StepWarmupSchedule", "lr_at"]
+
+POLICIES = ("step", "cosine")
 
 
 def lr_at(
@@ -34,11 +44,23 @@ def lr_at(
     gamma: float = 0.1,
     warmup_iters: int = 0,
     warmup_ratio: float = 0.001,
+    policy: str = "step",
+    total_iters: int = 0,
+    min_lr_ratio: float = 0.0,
 ) -> float:
     """Learning rate of the iteration that starts after ``iteration`` iterations, in 0-based
-    ``epoch`` (see the module docstring)."""
-    k = sum(1 for s in steps if epoch >= s)
-    regular = base_lr * gamma**k
+    ``epoch`` (see the module docstring). ``total_iters`` and ``min_lr_ratio`` are used by the
+    cosine policy only."""
+    if policy == "cosine":
+        progress = min(max(iteration / total_iters, 0.0), 1.0) if total_iters > 0 else 0.0
+        regular = base_lr * (
+            min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        )
+    elif policy == "step":
+        k = sum(1 for s in steps if epoch >= s)
+        regular = base_lr * gamma**k
+    else:
+        raise ConfigError(f"unknown lr policy {policy!r}; choose one of {', '.join(POLICIES)}")
     if warmup_iters > 0 and iteration < warmup_iters:
         return regular * (1.0 - (1.0 - iteration / warmup_iters) * (1.0 - warmup_ratio))
     return regular
@@ -53,6 +75,9 @@ class StepWarmupSchedule:
     gamma: float = 0.1
     warmup_iters: int = 0
     warmup_ratio: float = 0.001
+    policy: str = "step"
+    total_iters: int = 0
+    min_lr_ratio: float = 0.0
 
     def __call__(self, iteration: int, epoch: int) -> float:
         return lr_at(
@@ -63,7 +88,20 @@ class StepWarmupSchedule:
             gamma=self.gamma,
             warmup_iters=self.warmup_iters,
             warmup_ratio=self.warmup_ratio,
+            policy=self.policy,
+            total_iters=self.total_iters,
+            min_lr_ratio=self.min_lr_ratio,
         )
+
+    def describe(self) -> str:
+        """One line for the log: rate, warm-up and decay."""
+        warm = f"{self.warmup_iters} warm-up iterations" if self.warmup_iters else "no warm-up"
+        if self.policy == "cosine":
+            return (
+                f"lr {self.base_lr:g}, {warm}, cosine over {self.total_iters} iterations to "
+                f"{self.min_lr_ratio:g}×"
+            )
+        return f"lr {self.base_lr:g}, {warm}, ×{self.gamma:g} at epochs {list(self.steps)}"
 
     def apply(self, optimizer: torch.optim.Optimizer, iteration: int, epoch: int) -> float:
         """Set every param group's ``lr`` for this iteration; returns it."""
@@ -86,6 +124,10 @@ class StepWarmupSchedule:
                 gamma=float(d["gamma"]),
                 warmup_iters=int(d["warmup_iters"]),
                 warmup_ratio=float(d["warmup_ratio"]),
+                # checkpoints written before the cosine policy existed are step schedules
+                policy=str(d.get("policy", "step")),
+                total_iters=int(d.get("total_iters", 0)),
+                min_lr_ratio=float(d.get("min_lr_ratio", 0.0)),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"invalid scheduler state in checkpoint: {e}") from None

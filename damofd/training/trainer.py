@@ -32,6 +32,7 @@ interrupted one would have seen — bitwise identical on CPU with ``deterministi
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
 import json
@@ -402,6 +403,10 @@ class Trainer:
             exists, else start fresh), or a checkpoint path.
         hooks: :class:`TrainerHook` instances.
         log: callable for human-readable messages (rank 0 only; default ``print`` to stderr).
+        overwrite: start fresh in a work dir that already holds ``latest.pth`` (its checkpoints
+            and log are then replaced as the new run writes them). Without it such a work dir is
+            refused unless ``resume`` is given, so a finished run is never overwritten by
+            accident.
 
     Call :meth:`train`. :meth:`setup` (called by ``train``) builds everything and runs the
     input checks (missing images are listed before any training), so bad input fails fast.
@@ -415,10 +420,12 @@ class Trainer:
         resume: bool | str | os.PathLike[str] = False,
         hooks: Iterable[TrainerHook] = (),
         log: Any = None,
+        overwrite: bool = False,
     ) -> None:
         self.cfg = cfg.validate()
         self.work_dir = Path(work_dir)
         self.resume = resume
+        self.overwrite = overwrite
         self.hooks: list[TrainerHook] = list(hooks)
         self._log_fn = log
         self.state = TrainState()
@@ -474,7 +481,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
 
         if self.dist.is_main:
-            ensure_writable_dir(self.work_dir, "work directory")
+            self._check_work_dir()
         barrier()
 
         # ---- data (fails before any training on missing images / malformed labels) --------
@@ -545,12 +552,18 @@ class Trainer:
             weight_decay=o.weight_decay,
         )
         lrc = cfg.lr_config
+        total_iters = cfg.total_epochs * self.epoch_len
+        if cfg.max_iters:
+            total_iters = min(total_iters, cfg.max_iters)
         self.schedule = StepWarmupSchedule(
             base_lr=self.base_lr,
             steps=cfg.effective_steps(),
             gamma=lrc.gamma,
-            warmup_iters=lrc.warmup_iters,
+            warmup_iters=lrc.capped_warmup(total_iters),
             warmup_ratio=lrc.warmup_ratio,
+            policy=lrc.policy,
+            total_iters=total_iters,
+            min_lr_ratio=lrc.min_lr_ratio,
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
@@ -565,6 +578,22 @@ class Trainer:
             self._restore(ckpt_path)
             self.resumed_from = ckpt_path
         self._ready = True
+
+    def _check_work_dir(self) -> None:
+        """Create the work dir, refuse to start over in one holding a run (without ``resume``
+        or ``overwrite``), and remove temporary files a killed run left behind."""
+        ensure_writable_dir(self.work_dir, "work directory")
+        latest = self.work_dir / LATEST
+        if self.resume in (False, None) and not self.overwrite and latest.is_file():
+            raise InputError(
+                f"work directory {str(self.work_dir)!r} already holds a run ({LATEST}); pass "
+                "--resume to continue it, or --force to start over and replace its checkpoints"
+            )
+        # atomic writes go through ".<name>.<random>.tmp" files; a SIGKILL can leave one
+        for tmp in self.work_dir.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                self.log(f"removed {tmp.name}, left by an interrupted run")
 
     def _resume_path(self) -> Path | None:
         r = self.resume
@@ -744,6 +773,16 @@ class Trainer:
         self.sampler.set_epoch(self.state.epoch, skip=self.state.epoch_iter * d.samples_per_gpu)
         if getattr(self, "_dataloader", None) is None:
             workers = d.workers_per_gpu
+            # never more loader processes per rank than the machine's share of cores: the
+            # recipes' 3 workers on a 2-core machine only add contention (and torch warns)
+            local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+            share = max(1, len(os.sched_getaffinity(0)) // local)
+            if workers > share:
+                self.log(
+                    f"note: data.workers_per_gpu {workers} > {share} available core(s) per "
+                    f"process; using {share}"
+                )
+                workers = share
             if workers:
                 cv2.setNumThreads(1)
             self._dataloader = DataLoader(
@@ -891,6 +930,7 @@ class Trainer:
                 "lr": self.base_lr,
                 "steps": list(self.schedule.steps),
                 "warmup_iters": self.schedule.warmup_iters,
+                "schedule": self.schedule.state_dict(),
                 "total_epochs": cfg.total_epochs,
                 "epoch_len": self.epoch_len,
                 "train_images": len(self.dataset),
@@ -905,8 +945,7 @@ class Trainer:
         self.log(
             f"training {getattr(self.model_without_ddp, 'name', None) or 'detector'} on "
             f"{len(self.dataset)} images ({self.epoch_len} iterations/epoch, global batch "
-            f"{world * d.samples_per_gpu}, lr {self.base_lr:g}, steps at epochs "
-            f"{list(self.schedule.steps)}) on {self.device}"
+            f"{world * d.samples_per_gpu}; {self.schedule.describe()}) on {self.device}"
             + (f" × {world} processes" if world > 1 else "")
             + f"; work dir {self.work_dir}"
         )

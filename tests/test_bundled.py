@@ -1,0 +1,158 @@
+"""The bundled default detector: files intact, loads with no network, finds faces.
+
+The README's first command runs ``damofd detect examples/astronaut.jpg``; ``test_readme_command``
+runs the same command path in a subprocess with sockets disabled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from damofd.models import bundled as bundled_mod
+from damofd.models.bundled import DEFAULT_MODEL, WEIGHTS_DIR, bundled_file, get_bundled
+
+ROOT = Path(__file__).resolve().parents[1]
+ASTRONAUT = ROOT / "examples" / "astronaut.jpg"
+INDEX = WEIGHTS_DIR / "bundled.json"
+
+pytestmark = pytest.mark.skipif(not INDEX.is_file(), reason=f"no bundled weights ({INDEX})")
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any socket use fails: the default model must load and run offline."""
+
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket, "socket", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_index_lists_default_with_checksums() -> None:
+    raw = json.loads(INDEX.read_text())
+    assert DEFAULT_MODEL in raw
+    for fmt in ("onnx", "pth"):
+        f = raw[DEFAULT_MODEL]["files"][fmt]
+        data = (WEIGHTS_DIR / f["name"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == f["sha256"], f"{f['name']}: sha256 differs"
+        assert len(data) == f["bytes"]
+        assert len(data) < 3_000_000  # a 0.27 M-parameter model is ~1 MB
+    entry = get_bundled(DEFAULT_MODEL)
+    assert entry is not None and entry.command.startswith("python benchmarks/train_default.py")
+    for key in ("easy", "medium", "hard"):
+        assert 0.0 < entry.ap[key] <= 1.0
+
+
+def test_holdout_list_is_committed_and_disjoint_from_training() -> None:
+    names = [x for x in (WEIGHTS_DIR / "holdout_train.txt").read_text().splitlines() if x]
+    names = [x for x in names if not x.startswith("#")]
+    assert len(names) == 62 and len(set(names)) == 62
+    assert all(x.endswith(".jpg") and "--" in x for x in names)
+
+
+def test_damaged_weights_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from damofd.errors import InputError
+
+    for f in WEIGHTS_DIR.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    onnx = tmp_path / get_bundled(DEFAULT_MODEL).files["onnx"].name
+    data = bytearray(onnx.read_bytes())
+    data[-1] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+    monkeypatch.setattr(bundled_mod, "WEIGHTS_DIR", tmp_path)
+    bundled_mod._verified.cache_clear()
+    with pytest.raises(InputError, match="sha256 differs"):
+        bundled_file(DEFAULT_MODEL, "onnx")
+    (tmp_path / onnx.name).unlink()
+    with pytest.raises(InputError, match="missing"):
+        bundled_file(DEFAULT_MODEL, "onnx")
+
+
+def test_default_detector_offline_finds_the_astronaut(no_network) -> None:
+    from damofd.inference import FaceDetector, pipeline
+
+    det = FaceDetector()
+    assert det.model_label == f"{DEFAULT_MODEL} (bundled)"
+    assert hasattr(det.backend, "session")  # onnxruntime by default
+    faces = det.detect(str(ASTRONAUT))
+    assert len(faces) == 1, faces
+    x1, y1, x2, y2 = faces[0].box
+    # the face of the 512×512 portrait lies around x 170-250, y 60-160
+    assert 140 < (x1 + x2) / 2 < 280 and 50 < (y1 + y2) / 2 < 170, faces[0].box
+    assert faces[0].keypoints is not None and len(faces[0].keypoints) == 5
+
+    same = FaceDetector.from_pretrained("damofd-0.5g-kps")
+    assert same.model_label == det.model_label
+    out = pipeline("face-detection")(str(ASTRONAUT))
+    assert len(out["scores"]) == 1
+
+
+def test_torch_backend_of_bundled_model_matches_onnx(no_network) -> None:
+    import numpy as np
+
+    from damofd.inference import FaceDetector
+
+    a = FaceDetector.from_zoo(DEFAULT_MODEL).predict(str(ASTRONAUT))
+    b = FaceDetector.from_zoo(DEFAULT_MODEL, backend="torch").predict(str(ASTRONAUT))
+    assert len(a) == len(b) == 1
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=0.5)
+    np.testing.assert_allclose(a.scores, b.scores, atol=2e-3)
+
+
+def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    # sockets disabled in the child too: the command path must not touch the network
+    code = (
+        "import socket, sys\n"
+        "def _refuse(*a, **k): raise OSError('network disabled')\n"
+        "socket.socket = _refuse; socket.create_connection = _refuse\n"
+        "from damofd.cli.main import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_readme_command(tmp_path: Path) -> None:
+    """The README's first command: detect the face of the committed sample photo, print it and
+    write the annotated image."""
+    proc = _run_cli(
+        "detect", str(ASTRONAUT), "-v", "--save-vis", "--out", str(tmp_path / "out"), cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"{ASTRONAUT}: 1 face" in proc.stdout
+    assert "face 0: box [" in proc.stdout
+    assert f"model {DEFAULT_MODEL} (bundled)" in proc.stderr
+    assert (tmp_path / "out" / "astronaut.jpg").is_file()
+    assert (tmp_path / "out" / "detections.jsonl").is_file()
+
+
+def test_zoo_marks_bundled_entry() -> None:
+    proc = _run_cli("zoo", cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    row = next(x for x in proc.stdout.splitlines() if x.startswith(f"{DEFAULT_MODEL} "))
+    assert "BUNDLED" in row
+    other = next(x for x in proc.stdout.splitlines() if x.startswith("scrfd-34g "))
+    assert "BUNDLED" not in other
+
+
+@pytest.mark.assets
+def test_default_finds_the_six_faces_of_t1(assets: Path) -> None:
+    from damofd.inference import FaceDetector
+
+    t1 = assets / "images" / "t1.jpg"
+    if not t1.is_file():
+        pytest.skip(f"asset missing: {t1}")
+    assert len(FaceDetector().detect(str(t1))) == 6

@@ -1,0 +1,104 @@
+"""Bad inputs get a clear error, never a hang, a traceback or a silent wrong answer (issue 11)."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from damofd.errors import InputError
+from damofd.inference.image_io import load_image, to_bgr_uint8
+
+
+class _Trickle(http.server.BaseHTTPRequestHandler):
+    """Answers 200 with a 1 MB body, sent one byte every 0.2 s (never finishes in time)."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", str(1 << 20))
+        self.end_headers()
+        try:
+            for _ in range(1 << 20):
+                self.wfile.write(b"\xff")
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            pass
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+
+@pytest.fixture
+def trickle_url():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    srv.daemon_threads = True
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/slow.jpg"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_url_timeout_bounds_the_whole_download(trickle_url: str) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(InputError, match=r"slow\.jpg: timed out after 1\.5 s"):
+        load_image(trickle_url, timeout=1.5)
+    # every read succeeds within the socket timeout, yet the whole call stops at the bound
+    assert time.monotonic() - t0 < 4.0
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_fifo_is_refused_not_read(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        load_image(fifo)  # would block forever if opened
+
+
+def test_float_images_in_unit_range_are_scaled() -> None:
+    rng = np.random.default_rng(0)
+    u8 = rng.integers(0, 256, size=(8, 9, 3), dtype=np.uint8)
+    as_unit = u8.astype(np.float32) / 255.0
+    np.testing.assert_array_equal(to_bgr_uint8(as_unit), u8)
+    np.testing.assert_array_equal(to_bgr_uint8(u8.astype(np.float64)), u8)  # 0-255 floats
+
+
+def test_predict_none_is_an_input_error() -> None:
+    from damofd.inference import FaceDetector
+
+    det = FaceDetector.__new__(FaceDetector)  # no model needed: the input is checked first
+    for bad in (None, 3, {"a": 1}):
+        with pytest.raises(InputError, match="no image"):
+            FaceDetector.predict(det, bad)
+
+
+def test_landmark_nme_matches_and_normalises() -> None:
+    from damofd.data.labelv2 import ImageAnnotation
+    from damofd.evaluation.landmarks import landmark_nme
+
+    kps = np.zeros((2, 5, 3), np.float32)
+    kps[0, :, :2] = [[10, 10], [30, 10], [20, 20], [12, 30], [28, 30]]
+    kps[1] = -1  # no landmarks: not counted
+    ann = ImageAnnotation(
+        name="a.jpg",
+        bboxes=np.array([[0, 0, 30, 40], [100, 100, 150, 150]], np.float32),
+        keypoints=kps,
+        has_keypoints=np.array([True, True]),
+        ignore=np.array([False, False]),
+    )
+    pred_kps = kps[:1, :, :2] + np.array([3.0, 4.0], np.float32)  # every point 5 px off
+    boxes = np.array([[1, 1, 30, 40], [100, 100, 150, 150]], np.float32)
+    res = landmark_nme(
+        {"a.jpg": (boxes, np.array([0.9, 0.8]), np.concatenate([pred_kps, pred_kps]))}, [ann]
+    )
+    assert (res.faces, res.matched) == (1, 1)
+    assert res.nme == pytest.approx(5.0 / 50.0)  # diagonal of a 30×40 box
+    missed = landmark_nme({}, [ann])
+    assert missed.matched == 0 and missed.faces == 1 and np.isnan(missed.nme)
