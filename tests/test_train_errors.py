@@ -237,3 +237,22 @@ def test_train_cli_refuses_force_with_resume(tmp_path: Path, capsys) -> None:
                "--work-dir", str(tmp_path / "w"), "--force", "--resume"])  # fmt: skip
     assert rc == 2
     assert "--force starts over and --resume continues" in capsys.readouterr().err
+
+
+@pytest.mark.assets
+def test_truncated_jpeg_named_by_check_and_refused_by_train(small_data: Path, tmp_path) -> None:
+    from damofd.data.check import check_labelv2
+
+    data = _copy(small_data, tmp_path / "d")
+    bad = [MECHANICS_IMAGES[2], MECHANICS_IMAGES[5]]
+    for name in bad:
+        p = data / "images" / name
+        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])  # cut in the middle of the scan
+    report = check_labelv2(data / "labelv2.txt", data / "images")
+    assert not report.ok and sorted(report.bad_images) == sorted(bad)
+    assert all("truncated JPEG" in str(i) for i in report.errors)
+    with pytest.raises(InputError) as exc:
+        _trainer(data, tmp_path / "w").train()
+    msg = str(exc.value)
+    assert msg.startswith("2 images of") and all(name in msg for name in bad)
+    assert not (tmp_path / "w" / "log.jsonl").exists()

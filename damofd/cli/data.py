@@ -62,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "check",
         help="report every malformed line and missing image of a labelv2 file",
         description="Parse a labelv2 file and report every problem with its line number; with "
-        "--images also every missing image and header sizes that differ from the files. "
+        "--images also every missing, truncated or undecodable image and header sizes that "
+        "differ from the files. "
         "Exit status 1 when there is any error.",
     )
     chk.add_argument("labels", help="labelv2 file (or a dataset folder holding labelv2.txt)")
@@ -71,6 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-size-check", action="store_true", help="do not compare header sizes with the files"
     )
     chk.add_argument("-q", "--quiet", action="store_true", help="print errors only, no warnings")
+    chk.add_argument(
+        "--no-decode",
+        action="store_true",
+        help="check each image's structure only (truncation), without decoding its pixels",
+    )
     chk.set_defaults(_data_run=_run_check, _error_prefix="damofd data check")
 
     show = sub.add_parser(
@@ -222,7 +228,9 @@ def _run_check(args: argparse.Namespace) -> int:
     images = args.images
     if images is None and (labels.parent / "images").is_dir():
         images = labels.parent / "images"
-    report = check_labelv2(labels, images, check_sizes=not args.no_size_check)
+    report = check_labelv2(
+        labels, images, check_sizes=not args.no_size_check, decode=not args.no_decode
+    )
     for issue in report.issues:
         if args.quiet and issue.severity != "error":
             continue

@@ -228,10 +228,10 @@ def build_detector(args: argparse.Namespace) -> Any:
         onnx_file = args.weights
     if onnx_file is None and args.model and args.model.lower().endswith(".onnx"):
         onnx_file = args.model
+    from damofd.models.bundled import DEFAULT_MODEL, bundled_name
+
     model = args.model
     if onnx_file is None and not (model or args.weights):
-        from damofd.models.bundled import DEFAULT_MODEL
-
         model = DEFAULT_MODEL
     bundled = None if onnx_file is not None or args.weights else bundled_name(model)
     if bundled is not None:
@@ -260,21 +260,6 @@ def build_detector(args: argparse.Namespace) -> Any:
         sys.stderr.write("damofd detect: exporting the model to ONNX for --backend onnx\n")
         det = det.to_onnx(**onnx_kw)
     return det
-
-
-def bundled_name(spec: str | None) -> str | None:
-    """The canonical zoo name when ``spec`` names a zoo model with bundled weights (and is not
-    a file or folder), else ``None``."""
-    from damofd.models.bundled import get_bundled
-    from damofd.models.zoo import resolve_name
-
-    if spec is None or Path(spec).exists():
-        return None
-    try:
-        name = resolve_name(spec)
-    except ConfigError:
-        return None
-    return name if get_bundled(name) is not None else None
 
 
 def _detect_onnx_arch(path: str) -> str:

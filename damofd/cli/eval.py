@@ -2,6 +2,7 @@
 
 Examples::
 
+    damofd eval --wider-root WIDER_val --subset      # the bundled damofd-0.5g-kps (onnxruntime)
     damofd eval det_500m.onnx --wider-root WIDER_val --gt ground_truth --protocol insightface
     damofd eval damofd-0.5g-kps --weights epoch_640.pth --wider-root WIDER_val --json
     damofd eval work_dirs/run1/latest.pth --wider-root WIDER_val --backend onnx --batch-size 16
@@ -24,7 +25,7 @@ from damofd.cli.detect import (
     refuse_torch_flags,
     score_threshold,
 )
-from damofd.errors import DamoFDError
+from damofd.errors import ConfigError, DamoFDError
 
 HELP = "run a detector over WIDER images and evaluate it"
 
@@ -32,9 +33,11 @@ HELP = "run a detector over WIDER images and evaluate it"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
+        nargs="?",
         metavar="MODEL_OR_ONNX",
         help="ONNX file (official SCRFD/insightface or `damofd export`), .pth checkpoint, zoo "
-        "name (with --weights), ModelScope id or folder",
+        "name (bundled weights, or with --weights), ModelScope id or folder (default: the "
+        "bundled damofd-0.5g-kps)",
     )
     parser.add_argument(
         "--wider-root",
@@ -103,6 +106,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from damofd.evaluation.run import run_wider_eval
+    from damofd.models.bundled import DEFAULT_MODEL
+
+    if args.model is None:
+        if args.weights:
+            raise ConfigError("--weights needs a zoo name (MODEL_OR_ONNX) to load them into")
+        args.model = DEFAULT_MODEL
 
     if args.backend == "onnx" or (
         args.backend is None and str(args.model).lower().endswith(".onnx")
@@ -141,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
     t = ev.timings
     rate = ev.images_per_s
     lines = [
-        f"model {s['model']} ({s['backend']}), protocol {s['protocol']}, score > "
+        f"model {s['model']}{' (bundled)' if s['model_id'].startswith('bundled:') else ''} "
+        f"({s['backend']}), protocol {s['protocol']}, score > "
         f"{s['score_thr']:g}, NMS {s['nms_thr']:g}",
         ev.result.table(),
         f"detected {len(ev.detected)} images"

@@ -2,6 +2,7 @@
 
 Examples::
 
+    damofd export --out damofd_0.5g_kps_480x640.onnx --shape 480 640   # the bundled model
     damofd export damofd-0.5g-kps --weights epoch_640.pth --out damofd_0.5g_kps.onnx
     damofd export work_dirs/run1/latest.pth --out run1.onnx --simplify
     damofd export scrfd-2.5g-kps --weights det_2.5g.onnx --out det_2.5g_batched.onnx
@@ -23,9 +24,10 @@ HELP = "export a detector to ONNX (input input.1, outputs score_8 … kps_32, (B
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
+        nargs="?",
         metavar="MODEL",
-        help="zoo name (with --weights), damofd .pth checkpoint, ONNX file (re-export) or "
-        "ModelScope folder",
+        help="zoo name (bundled weights, or with --weights), damofd .pth checkpoint, ONNX file "
+        "(re-export) or ModelScope folder (default: the bundled damofd-0.5g-kps)",
     )
     parser.add_argument(
         "--weights", metavar="FILE", help=".pth checkpoint or ONNX file for a zoo name"
@@ -66,9 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from damofd.export.onnx import export_onnx_detailed
     from damofd.io import ensure_writable_file
+    from damofd.models.bundled import DEFAULT_MODEL
     from damofd.models.checkpoint import ArchitectureNotRecordedError
 
     ensure_writable_file(args.out, "--out", "model.onnx")  # before loading and tracing
+    if args.model is None:
+        args.model = DEFAULT_MODEL
     dynamic = bool(args.dynamic or args.shape is None)
     try:
         res = export_onnx_detailed(
@@ -92,7 +97,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     b, _, h, w = res.input_shape
     axes = "dynamic batch/height/width" if res.dynamic else f"fixed {b}x3x{h}x{w}"
-    lines = [
+    from damofd.models.bundled import bundled_name
+
+    lines = []
+    if args.weights is None and not args.random_init and bundled_name(args.model):
+        lines.append(f"model {bundled_name(args.model)} (bundled weights)")
+    lines += [
         f"wrote {res.path} ({res.num_bytes / 1e6:.2f} MB, opset {res.opset}, {axes}"
         f"{', simplified' if res.simplified else ''}, {res.seconds:.1f} s)",
         f"input  input.1 {b}x3x{h}x{w} (traced)",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from damofd.data.imagesize import read_image_size
+from damofd.data.imagesize import image_problem, read_image_size
 from damofd.data.labelv2 import ImageAnnotation, LabelIssue, scan_labelv2
 from damofd.errors import InputError
 
@@ -29,6 +29,7 @@ class CheckReport:
     images: list[ImageAnnotation]
     issues: list[LabelIssue] = field(default_factory=list)
     missing_images: list[str] = field(default_factory=list)
+    bad_images: list[str] = field(default_factory=list)
 
     @property
     def errors(self) -> list[LabelIssue]:
@@ -49,7 +50,8 @@ class CheckReport:
         return (
             f"{self.source}: {len(self.images)} images, {n_boxes} boxes ({n_ign} ignore, "
             f"{n_kps} with keypoints); {len(self.errors)} errors "
-            f"({len(self.missing_images)} missing images), {len(self.warnings)} warnings"
+            f"({len(self.missing_images)} missing images, {len(self.bad_images)} unreadable or "
+            f"truncated), {len(self.warnings)} warnings"
         )
 
 
@@ -58,9 +60,11 @@ def check_labelv2(
     image_dir: str | os.PathLike[str] | None = None,
     *,
     check_sizes: bool = True,
+    decode: bool = True,
 ) -> CheckReport:
-    """Check ``labels`` (and, with ``image_dir``, that every image exists and, when
-    ``check_sizes``, that its header size matches the file). Issues are sorted by line."""
+    """Check ``labels`` (and, with ``image_dir``, that every image exists, is whole — a truncated
+    JPEG/PNG is an error — and decodes when ``decode``, and, when ``check_sizes``, that its
+    header size matches the file). Issues are sorted by line."""
     src = str(labels)
     images, issues = scan_labelv2(labels)
     report = CheckReport(src, images, list(issues))
@@ -78,6 +82,9 @@ def check_labelv2(
             if not p.is_file():
                 report.missing_images.append(img.name)
                 report.issues.append(LabelIssue(src, img.line, f"image not found: {p}"))
+            elif (problem := image_problem(p, decode=decode)) is not None:
+                report.bad_images.append(img.name)
+                report.issues.append(LabelIssue(src, img.line, problem))
             elif check_sizes:
                 try:
                     fw, fh = read_image_size(p)

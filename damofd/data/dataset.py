@@ -173,12 +173,24 @@ class WiderFaceDataset(Dataset):
         )
 
     def validate(self) -> None:
-        """Raise :class:`InputError` listing every missing image (call before training)."""
+        """Raise :class:`InputError` listing every missing image, then every truncated or
+        unreadable one (call before training: a truncated JPEG would otherwise be trained on
+        with gray fill). The structural check reads each file once and decodes nothing."""
         missing = self.missing_images()
         if missing:
             err = self._missing_error(missing)
             err.missing = missing  # type: ignore[attr-defined]
             raise err
+        from damofd.data.imagesize import image_problem
+
+        problems = [q for r in self.records if (q := image_problem(self.image_dir / r.name))]
+        if problems:
+            shown = "\n  ".join(problems[:20])
+            more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+            raise InputError(
+                f"{len(problems)} images of {str(self.labels_path)!r} cannot be trained on "
+                f"(run 'damofd data check' for the full report):\n  {shown}{more}"
+            )
 
     # ------------------------------------------------------------------------------------------
     def augment(self, index: int, *, normalize: bool = True) -> TrainSample:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from damofd.errors import InputError
 
-__all__ = ["read_image_size"]
+__all__ = ["image_problem", "read_image_size"]
 
 # JPEG start-of-frame markers (C0..CF except DHT C4, JPG C8 and DAC CC) hold the frame size.
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -102,3 +102,38 @@ def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     if img is None:
         raise InputError(f"cannot read image {str(p)!r} (unknown or corrupt format)")
     return int(img.shape[1]), int(img.shape[0])
+
+
+_PNG_END = b"IEND\xaeB`\x82"
+
+
+def image_problem(path: str | os.PathLike[str], *, decode: bool = False) -> str | None:
+    """What is wrong with an image file, or ``None`` when it looks whole.
+
+    Without ``decode`` only the structure is checked, which is cheap (the file is read, nothing
+    is decoded): a JPEG must start with SOI and hold an EOI marker after its last start-of-scan
+    (a file cut short has none; libjpeg would fill the missing rows with gray and only warn), a
+    PNG must end with its IEND chunk. With ``decode`` the pixels are decoded as well
+    (``cv2.imdecode``), which catches corrupt data inside a complete file.
+    """
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        return f"cannot read {p}: {e.strerror or e}"
+    if not data:
+        return f"{p}: empty file"
+    if data.startswith(b"\xff\xd8"):
+        sos = data.rfind(b"\xff\xda")
+        if sos < 0 or data.find(b"\xff\xd9", sos) < 0:
+            return f"{p}: truncated JPEG (no end-of-image marker after the last scan)"
+    elif data.startswith(b"\x89PNG\r\n\x1a\n") and _PNG_END not in data[-64:]:
+        return f"{p}: truncated PNG (no IEND chunk at the end)"
+    if decode:
+        import cv2
+        import numpy as np
+
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            return f"{p}: not a decodable image (corrupt or unknown format)"
+    return None

@@ -330,6 +330,7 @@ def _build_model(
     from torch import nn
 
     from damofd.inference import FaceDetector
+    from damofd.models.bundled import bundled_file, bundled_name
 
     if backend not in (None, "torch", "onnx"):
         raise ConfigError(f"backend must be 'torch' or 'onnx', got {backend!r}")
@@ -354,6 +355,18 @@ def _build_model(
         label = _label_of(model)
         ident = f"module:sha256:{_sha256_module(model)}"
         kind = "torch"
+    elif isinstance(model, (str, os.PathLike)) and weights is None and bundled_name(model):
+        # a zoo model with weights shipped in the package (the default model): onnxruntime
+        # unless the torch backend (or a CUDA device / fp16) is asked for
+        name = bundled_name(model)
+        use_torch = backend == "torch" or (backend is None and (device != "cpu" or fp16))
+        if use_torch:
+            det = FaceDetector.from_zoo(name, backend="torch", **torch_kw, **common)
+        else:
+            det = FaceDetector.from_zoo(name, threads=threads, **common)
+        kind = "torch" if use_torch else "onnx"
+        src = bundled_file(name, "pth" if use_torch else "onnx")
+        return _Model(det, name, f"bundled:{name}:sha256:{_sha256_file(src)}", kind)
     elif isinstance(model, (str, os.PathLike)):
         spec = os.fspath(model)
         p = Path(spec)

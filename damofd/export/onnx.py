@@ -169,6 +169,13 @@ def resolve_model(
     from damofd.models.zoo import create_model, resolve_name
 
     name = resolve_name(spec)
+    if weights is None and not allow_random:
+        from damofd.models.bundled import bundled_file, get_bundled
+
+        if get_bundled(name) is not None:  # weights trained by damofd, shipped in the package
+            from damofd.models.checkpoint import load_model as load_checkpoint_model
+
+            return load_checkpoint_model(bundled_file(name, "pth"), name=name)
     if weights is None:
         if not allow_random:
             raise ConfigError(
