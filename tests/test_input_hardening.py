@@ -102,3 +102,54 @@ def test_landmark_nme_matches_and_normalises() -> None:
     assert res.nme == pytest.approx(5.0 / 50.0)  # diagonal of a 30×40 box
     missed = landmark_nme({}, [ann])
     assert missed.matched == 0 and missed.faces == 1 and np.isnan(missed.nme)
+
+
+D05 = (
+    "SuperConvK3BNRELU(3,32,2,1)SuperResIDWE1K3(32,32,2,8,1)SuperResIDWE1K7(32,64,2,40,1)"
+    "SuperResIDWE1K7(64,120,2,40,2)SuperResIDWE1K5(120,160,2,120,1)"
+)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["score", D05, "--alpha", "nan"], "argument --alpha: must be a finite number"),
+        (["score", D05, "--stage-weights", "0.2,inf,0.2,0.2,0.2"], "finite number"),
+        (["search", "--preset", "damofd-0.5g", "--out", "x", "--alpha", "inf"], "finite number"),
+        (["train", "damofd-0.5g", "--work-dir", "w", "--lr", "nan"], "--lr: must be a finite"),
+        (
+            ["score", "SuperConvK3BNRELU(3,32,2,1)SuperResIDWE1K3(16,32,2,8,1)"],
+            "channel chain broken at block 1",
+        ),
+        (["cost", D05, "--resolution", "16"], "shrinks to 0 px at block 4"),
+        (["score", D05.replace("(3,32", "(4,32")], "takes 4 channels; an image has 3"),
+    ],
+)
+def test_bad_numbers_and_unbuildable_structures(argv, message, capsys, tmp_path, monkeypatch):
+    from damofd.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse's own usage errors
+        rc = e.code
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_corrupted_seen_file_is_one_line_error(tmp_path: Path, capsys) -> None:
+    from damofd.cli.main import main
+
+    out = tmp_path / "s"
+    assert main(["search", "--preset", "damofd-0.5g", "--out", str(out), "--iterations", "2000",
+                 "--checkpoint-every", "1000", "--no-progress"]) == 0  # fmt: skip
+    seen = out / "search_seen.txt"
+    data = bytearray(seen.read_bytes())
+    data[10:12] = b"\xff\xfe"
+    seen.write_bytes(bytes(data))
+    capsys.readouterr()
+    rc = main(["search", "--preset", "damofd-0.5g", "--out", str(out), "--resume",
+               "--iterations", "3000", "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "search_seen.txt' is corrupted" in err and "Traceback" not in err

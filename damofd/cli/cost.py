@@ -49,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     if args.num_classes < 0:
         raise InputError(f"--num-classes must be >= 0, got {args.num_classes}")
     structure = read_structure_arg(args.structure)
+    problem = structure.build_problem(args.resolution)
+    if problem is not None:
+        raise InputError(f"STRUCT cannot be built: {problem}")
     opts = (
         CostOptions.exact(args.num_classes)
         if args.no_quirks

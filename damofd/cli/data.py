@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from damofd.cli._types import unit_fraction
+
 HELP = "convert and check WIDER FACE annotations (labelv2), show augmented samples"
 
 
@@ -120,7 +122,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     sub_.add_argument("--include", metavar="LIST", help="file of image names to keep")
     sub_.add_argument("--exclude", metavar="LIST", help="file of image names to drop")
-    sub_.add_argument("--fraction", type=float, metavar="F", help="seeded random fraction (0, 1]")
+    sub_.add_argument(
+        "--fraction", type=unit_fraction, metavar="F", help="seeded random fraction (0, 1]"
+    )
     sub_.add_argument("--seed", type=int, default=0, help="seed of --fraction (default 0)")
     sub_.add_argument("--limit", type=int, metavar="N", help="keep at most the first N images")
     sub_.add_argument("--names-out", metavar="FILE", help="also write the selected image names")

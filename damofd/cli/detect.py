@@ -27,14 +27,20 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from damofd.cli._types import (
+    nms_threshold,
+    non_negative_int,
+    positive_int,
+    positive_seconds,
+    score_threshold,
+)
 from damofd.errors import ConfigError, InputError
 
 HELP = "detect faces in images, folders, videos or a webcam"
@@ -42,31 +48,6 @@ HELP = "detect faces in images, folders, videos or a webcam"
 DEFAULT_CLI_SCORE_THR = 0.5
 DEFAULT_OUT = "damofd_detect_out"
 JSONL_NAME = "detections.jsonl"
-
-
-def _ranged(kind: type, ok: Callable[[Any], bool], what: str) -> Callable[[str], Any]:
-    """An argparse ``type=``: parse with ``kind`` and check ``ok``; argparse turns the error
-    into ``argument --flag: ...`` and exit status 2."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            noun = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
-        return value
-
-    return parse
-
-
-#: argparse types shared by the detector verbs (``detect``, ``eval``)
-score_threshold = _ranged(float, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
-nms_threshold = _ranged(float, lambda v: 0.0 < v <= 1.0, "in (0, 1]")
-positive_int = _ranged(int, lambda v: v >= 1, "≥ 1")
-non_negative_int = _ranged(int, lambda v: v >= 0, "≥ 0")
-positive_seconds = _ranged(float, lambda v: v > 0 and math.isfinite(v), "> 0")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 
+from damofd.cli._types import finite_float
 from damofd.errors import InputError
 
 HELP = "zero-shot score (DDSAR or another proxy) of a structure"
@@ -68,9 +70,12 @@ def read_structure_arg(text: str, what: str = "STRUCT"):  # -> Structure
 def parse_float_list(text: str, what: str) -> tuple[float, ...]:
     """``"0.2,0.27,0.25"`` → floats; the error names the argument."""
     try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
+        values = tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise InputError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise InputError(f"{what}: every value must be a finite number, got {text!r}")
+    return values
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -88,7 +93,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--alpha",
-        type=float,
+        type=finite_float,
         default=None,
         help=f"DDSAR kernel-size weight α (default {DEFAULT_ALPHA:g} as released; the README "
         "quotes 0.25)",
@@ -117,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and proxy != "ddsar":
             raise InputError(f"{flag} applies to --proxy ddsar, not {proxy}")
     structure = read_structure_arg(args.structure)
+    problem = structure.build_problem(args.resolution)
+    if problem is not None:
+        raise InputError(f"STRUCT cannot be built: {problem}")
     weights = DEFAULT_STAGE_WEIGHTS
     if args.stage_weights is not None:
         weights = parse_float_list(args.stage_weights, "--stage-weights")

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from damofd.cli._types import finite_float
 from damofd.errors import ConfigError, InputError
 
 HELP = "evolutionary backbone search with DDSAR"
@@ -43,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--space", help="search space: idw | xxbl")
     g.add_argument("--init", metavar="STRUCT", help="initial structure (string, @FILE or a file)")
     g.add_argument("--proxy", help=f"score to maximise: {', '.join(PROXIES)} (default ddsar)")
-    g.add_argument("--alpha", type=float, help="DDSAR α (default 0.005)")
+    g.add_argument("--alpha", type=finite_float, help="DDSAR α (default 0.005)")
     g.add_argument("--stage-weights", metavar="W0,...", help="DDSAR stage weights")
     g.add_argument("--resolution", type=int, help="square input size for costs and score (224)")
     b = p.add_argument_group("budgets (search-rule costs at --resolution)")

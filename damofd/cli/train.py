@@ -21,6 +21,8 @@ import argparse
 import json
 import sys
 
+from damofd.cli._types import positive_float
+
 HELP = "train a detector on WIDER FACE (CPU, GPU or torchrun DDP)"
 
 
@@ -73,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     o = parser.add_argument_group("optimisation")
     o.add_argument("--epochs", type=int, metavar="N", help="total epochs (recipe: 640)")
-    o.add_argument("--lr", type=float, metavar="LR", help="learning rate (see below)")
+    o.add_argument("--lr", type=positive_float, metavar="LR", help="learning rate (see below)")
     o.add_argument("--auto-scale-lr", action="store_true", help="linear lr scaling rule")
     o.add_argument("--warmup-iters", type=int, metavar="N", help="linear warm-up iterations")
     o.add_argument(
@@ -83,7 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     o.add_argument("--max-iters", type=int, metavar="N", help="stop after N iterations")
     o.add_argument(
-        "--time-limit", type=float, metavar="MIN", help="stop (saving latest.pth) after MIN minutes"
+        "--time-limit",
+        type=positive_float,
+        metavar="MIN",
+        help="stop (saving latest.pth) after MIN minutes",
     )
     r = parser.add_argument_group("run")
     r.add_argument("--work-dir", required=True, metavar="DIR", help="output folder")

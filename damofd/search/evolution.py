@@ -886,13 +886,33 @@ class EvolutionSearch:
         n_seen = int(state["seen_count"])
         seen_path = out / state.get("seen_file", SEEN_FILE)
         if n_seen:
-            with open(seen_path, encoding="utf-8") as f:
-                lines = f.read().splitlines()
+            try:
+                with open(seen_path, encoding="utf-8") as f:
+                    lines = f.read().splitlines()
+            except UnicodeDecodeError as e:
+                raise InputError(
+                    f"{str(seen_path)!r} is corrupted (not UTF-8 text at byte {e.start}); "
+                    "restart the search without --resume, or restore the file"
+                ) from None
+            except OSError as e:
+                raise InputError(f"cannot read {str(seen_path)!r}: {e.strerror or e}") from None
             if len(lines) < n_seen:
                 raise InputError(
                     f"{str(seen_path)!r} has {len(lines)} lines, the state expects {n_seen}"
                 )
-            self.seen.update(_parse_keys_fast(t) for t in lines[:n_seen])
+            keys = []
+            for i, t in enumerate(lines[:n_seen], 1):
+                try:
+                    k = _parse_keys_fast(t)
+                except (ValueError, IndexError):
+                    k = ()
+                if not k:
+                    raise InputError(
+                        f"{str(seen_path)!r}:{i}: not a structure string ({t[:60]!r}); the file "
+                        "is corrupted: restart the search without --resume, or restore the file"
+                    )
+                keys.append(k)
+            self.seen.update(keys)
             if len(lines) > n_seen:  # lines appended after the last committed checkpoint
                 atomic_write_text(seen_path, "".join(t + "\n" for t in lines[:n_seen]))
         elif seen_path.exists():

@@ -317,6 +317,33 @@ class Structure(Sequence[Block]):
             for i in range(1, len(self.blocks))
         )
 
+    def build_problem(self, resolution: int | None = None) -> str | None:
+        """Why this structure cannot be built as a network (``None`` when it can): the first
+        block must take 3 (RGB) channels, every block's ``in`` must equal its predecessor's
+        ``out``, and at ``resolution`` no feature map may shrink to 0 px (``r // stride``, the
+        cost model's rule)."""
+        first = self.blocks[0]
+        if first.in_channels != 3:
+            return f"block 0 ({first.format()}) takes {first.in_channels} channels; an image has 3"
+        for i in range(1, len(self.blocks)):
+            prev, b = self.blocks[i - 1], self.blocks[i]
+            if b.in_channels != prev.out_channels:
+                return (
+                    f"channel chain broken at block {i}: {b.format()} takes {b.in_channels} "
+                    f"channels but block {i - 1} gives {prev.out_channels}"
+                )
+        if resolution is not None:
+            r = int(resolution)
+            for i, b in enumerate(self.blocks):
+                r //= b.stride
+                if r < 1:
+                    return (
+                        f"the feature map shrinks to 0 px at block {i} ({b.format()}) for a "
+                        f"{resolution}x{resolution} input; use a larger --resolution or fewer "
+                        "stride-2 blocks"
+                    )
+        return None
+
     # -- transformations -----------------------------------------------------------------------
     def replace_block(self, index: int, block: Block) -> Structure:
         blocks = list(self.blocks)
