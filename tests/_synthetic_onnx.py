@@ -22,6 +22,7 @@ def make_scrfd_like_onnx(
     use_kps: bool = True,
     batched: bool = False,
     seed: int = 0,
+    score_sigmoid: bool = True,
 ) -> Path:
     rng = np.random.default_rng(seed)
     batch_dim: str | int = "B" if batched else 1
@@ -53,7 +54,7 @@ def make_scrfd_like_onnx(
             conv = f"conv_{kind}_{s}"
             nodes.append(helper.make_node("Conv", [pooled, wn, bn], [conv]))
             last = conv
-            if kind in ("score", "bbox"):
+            if kind == "bbox" or (kind == "score" and score_sigmoid):
                 nodes.append(helper.make_node("Sigmoid", [conv], [conv + "_sig"]))
                 last = conv + "_sig"
             if kind == "bbox":

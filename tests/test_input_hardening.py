@@ -153,3 +153,41 @@ def test_corrupted_seen_file_is_one_line_error(tmp_path: Path, capsys) -> None:
                "--iterations", "3000", "--no-progress"])  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 2 and "search_seen.txt' is corrupted" in err and "Traceback" not in err
+
+
+def test_onnx_with_logit_scores_is_refused(tmp_path: Path) -> None:
+    from damofd.inference import FaceDetector
+    from tests._synthetic_onnx import make_scrfd_like_onnx
+
+    path = make_scrfd_like_onnx(
+        tmp_path / "logits.onnx", strides=(8, 16, 32), num_anchors=2, score_sigmoid=False, seed=3
+    )
+    with pytest.raises(InputError, match=r"logits\.onnx: score outputs are not probabilities"):
+        FaceDetector.from_onnx(path, workers=0).detect(np.full((64, 64, 3), 200, np.uint8))
+
+
+def test_unsupported_onnx_layout_names_the_file(tmp_path: Path) -> None:
+    from damofd.errors import ConfigError
+    from damofd.inference import FaceDetector
+    from tests._synthetic_onnx import make_scrfd_like_onnx
+
+    path = make_scrfd_like_onnx(tmp_path / "four.onnx", strides=(8, 16, 32, 64), num_anchors=2)
+    with pytest.raises(ConfigError, match=r"four\.onnx: unsupported SCRFD ONNX layout"):
+        FaceDetector.from_onnx(path, workers=0)
+
+
+@pytest.mark.assets
+def test_swapped_ground_truth_is_detected(assets: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from damofd.evaluation import load_wider_gt
+
+    src = assets / "widerface" / "ground_truth"
+    if not src.is_dir():
+        pytest.skip(f"asset missing: {src}")
+    for f in src.glob("*.mat"):
+        shutil.copy(f, tmp_path / f.name)
+    load_wider_gt(tmp_path)  # the official files pass
+    shutil.copy(tmp_path / "wider_easy_val.mat", tmp_path / "wider_hard_val.mat")
+    with pytest.raises(InputError, match=r"wider_hard_val\.mat' is not the hard list"):
+        load_wider_gt(tmp_path)

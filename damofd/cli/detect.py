@@ -130,6 +130,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-frames", type=positive_int, help="stop videos/cameras after N frames (N ≥ 1)"
     )
     parser.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        metavar="N",
+        help="refuse images larger than N pixels (width × height; default 178,956,970, PIL's "
+        "decompression-bomb limit)",
+    )
+    parser.add_argument(
         "--url-timeout",
         type=positive_seconds,
         default=10.0,
@@ -202,6 +209,8 @@ def build_detector(args: argparse.Namespace) -> Any:
         "batch_size": args.batch_size,
         "url_timeout": args.url_timeout,
     }
+    if args.max_pixels is not None:
+        common["max_pixels"] = args.max_pixels
     torch_kw = {"device": args.device, "fp16": args.fp16}
     onnx_kw = {"threads": args.threads, "workers": args.workers}
     onnx_file = args.onnx
@@ -225,6 +234,16 @@ def build_detector(args: argparse.Namespace) -> Any:
     backend = args.backend or ("onnx" if onnx_file is not None else "torch")
     if backend == "onnx":
         refuse_torch_flags(args)
+    if args.model is not None and onnx_file is not None and onnx_file != args.model:
+        # --model NAME --weights FILE.onnx: the file must hold that architecture
+        from damofd.models.zoo import resolve_name
+
+        found = _detect_onnx_arch(onnx_file)
+        if resolve_name(found) != resolve_name(args.model):
+            raise ConfigError(
+                f"--weights {onnx_file} holds a {found} model, not --model {args.model}; pass "
+                f"--model {found} (or --onnx {onnx_file} alone)"
+            )
     if onnx_file is not None:
         if backend == "torch":
             named = args.model is not None and args.weights is not None

@@ -15,6 +15,7 @@ boxes of all images (image-major, file order), per-image offsets, and per settin
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -230,6 +231,21 @@ def _cells(arr: Any) -> list[Any]:
     return list(np.asarray(arr, dtype=object).ravel())
 
 
+def _check_nested(keep: dict[str, np.ndarray], paths: dict[str, Path]) -> None:
+    """The official settings are nested, easy ⊆ medium ⊆ hard (7,211 ⊂ 13,319 ⊂ 31,958 faces on
+    WIDER val); a copied or swapped file (e.g. easy saved as hard) breaks that and would give
+    silently wrong APs."""
+    order = [s for s in ("easy", "medium", "hard") if s in keep]
+    for a, b in itertools.pairwise(order):
+        outside = int((keep[a] & ~keep[b]).sum())
+        if outside:
+            raise InputError(
+                f"{str(paths[b])!r} is not the {b} list of the official ground truth: {outside} "
+                f"faces kept by {a} are not kept by {b} (the settings are nested, easy ⊆ medium "
+                f"⊆ hard); files swapped or copied?"
+            )
+
+
 def load_wider_gt(gt_dir: str | os.PathLike[str]) -> WiderGroundTruth:
     """Read the four official ``.mat`` files from ``gt_dir`` (the folder, or the path of one of
     the four files: the others are read from the same folder).
@@ -318,6 +334,7 @@ def load_wider_gt(gt_dir: str | os.PathLike[str]) -> WiderGroundTruth:
         keep[s] = mask
         keep_counts[s] = counts
 
+    _check_nested(keep, {s: path for s, (path, _) in setting_mats.items()})
     return WiderGroundTruth(
         events=tuple(events),
         names=tuple(names),

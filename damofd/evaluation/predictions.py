@@ -415,10 +415,25 @@ def _parse_files(files: Iterable[tuple[str, str, bytes]], check_count: bool) -> 
             raise _locate_bad_token(headers, bodies)
     offsets = np.zeros(n_files + 1, dtype=np.int64)
     np.cumsum(rows_per_file, out=offsets[1:])
+    rows = values.reshape(-1, 5)
+    neg = np.flatnonzero((rows[:, 2] < 0) | (rows[:, 3] < 0))
+    if neg.size:
+        # a negative width/height is a box written as x1 y1 x2 y2, or a sign error: the protocol
+        # would silently count it as a zero-overlap false positive
+        r = int(neg[0])
+        k = int(np.searchsorted(offsets, r, side="right") - 1)
+        lines = [i for i, ln in enumerate(bodies[k].split(b"\n")) if ln.split()]
+        local = lines[r - int(offsets[k])]
+        more = f" ({neg.size} such rows in all)" if neg.size > 1 else ""
+        raise InputError(
+            f"{headers[k].source}:{local + 3}: negative width or height "
+            f"(w={rows[r, 2]:g}, h={rows[r, 3]:g}); rows are 'x y w h score' with w, h >= 0"
+            f"{more}"
+        )
     return WiderPredictions(
         names=tuple(h.name for h in headers),
         events=tuple(h.event for h in headers),
-        data=values.reshape(-1, 5),
+        data=rows,
         offsets=offsets,
         sources=tuple(h.source for h in headers),
     )

@@ -116,7 +116,10 @@ class OnnxBackend:
         if len(shape) != 4 or _dim(shape[1]) not in (None, 3):
             raise ConfigError(f"{self.path}: expected an input (B, 3, H, W), got {shape}")
         outputs = self.session.get_outputs()
-        strides, anchors, use_kps = layout_from_output_count(len(outputs))
+        try:
+            strides, anchors, use_kps = layout_from_output_count(len(outputs))
+        except ConfigError as e:
+            raise ConfigError(f"{self.path}: {e}") from None
         names = [o.name for o in outputs]
         self.output_names = self._canonical_order(names, strides, use_kps)
         ranks = {len(o.shape) for o in outputs if o.shape is not None}
@@ -187,7 +190,19 @@ class OnnxBackend:
                 f"{self.path}: onnxruntime cannot run an input of shape {tuple(blob.shape)} "
                 f"(model input {self.input_name!r}: {self._input_shape()}): {msg}"
             ) from None
+        self._check_scores(outs)
         return outs if self.batched else [o[None] for o in outs]
+
+    def _check_scores(self, outs: list[np.ndarray]) -> None:
+        """The score outputs must be probabilities: a file exported without its final sigmoid
+        gives logits, which would pass any threshold (thousands of "faces")."""
+        for o in outs[: len(self.layout.strides)]:
+            if o.size and (float(o.min()) < -1e-3 or float(o.max()) > 1.0 + 1e-3):
+                raise InputError(
+                    f"{self.path}: score outputs are not probabilities in [0, 1] (range "
+                    f"{float(o.min()):.3g} … {float(o.max()):.3g}); the graph seems to end "
+                    "without its sigmoid — export it with the sigmoid (damofd export does)"
+                )
 
     def _input_shape(self) -> str:
         dims = self.session.get_inputs()[0].shape

@@ -134,7 +134,8 @@ def _check_pixels(w: int, h: int, max_pixels: int | None, label: str) -> None:
     if max_pixels is not None and w * h > max_pixels:
         raise InputError(
             f"{label}: image is {w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,} "
-            f"(raise max_pixels to allow it)"
+            f"(raise the limit to allow it: --max-pixels N on the command line, max_pixels= in "
+            f"Python)"
         )
 
 
