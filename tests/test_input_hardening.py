@@ -191,3 +191,16 @@ def test_swapped_ground_truth_is_detected(assets: Path, tmp_path: Path) -> None:
     shutil.copy(tmp_path / "wider_easy_val.mat", tmp_path / "wider_hard_val.mat")
     with pytest.raises(InputError, match=r"wider_hard_val\.mat' is not the hard list"):
         load_wider_gt(tmp_path)
+
+
+def test_save_checkpoint_refuses_a_fused_model(tmp_path: Path) -> None:
+    from damofd.models import create_model
+    from damofd.models.checkpoint import load_model, save_checkpoint
+
+    model = create_model("damofd-0.5g").eval()
+    save_checkpoint(model, tmp_path / "ok.pth")
+    assert load_model(tmp_path / "ok.pth") is not None
+    model.fuse()
+    with pytest.raises(InputError, match="BatchNorm-fused"):
+        save_checkpoint(model, tmp_path / "fused.pth")
+    assert not (tmp_path / "fused.pth").exists()

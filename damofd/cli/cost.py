@@ -1,9 +1,13 @@
 """``damofd cost STRUCT``: FLOPs / params / layers under the search (PlainNet) rules.
 
 These are the numbers the search budgets use (see :mod:`damofd.search.cost`); for the mmcv-style
-count of a whole detector use ``damofd info``. Example::
+count of a whole detector use ``damofd info``.
+
+Examples::
 
     damofd cost "SuperConvK3BNRELU(3,32,2,1)SuperResIDWE1K3(32,32,2,8,1)..." --resolution 640
+    damofd cost runs/search-0.5g/best_structure.txt --json
+    damofd cost @structure.txt --no-quirks
 """
 
 from __future__ import annotations

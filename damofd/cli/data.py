@@ -7,6 +7,12 @@ Sub-commands::
     damofd data show LABELS [--images DIR] --out DIR [-n 8] [--seed S] [--model NAME]
     damofd data subset LABELS --out FILE [--events 1,4] [--include/--exclude LIST]
         [--fraction F --seed S] [--limit N] [--names-out FILE] [--rest-out FILE]
+
+Examples::
+
+    damofd data convert --from retinaface train/label.txt --images train/images --out labelv2.txt
+    damofd data check labelv2.txt --images WIDER_train/images
+    damofd data subset labelv2.txt --fraction 0.05 --seed 0 --out holdout.txt --rest-out train.txt
 """
 
 from __future__ import annotations

@@ -46,8 +46,39 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
         if name == verb:
             module = importlib.import_module(module_name)
             module.add_arguments(p)
+            examples = examples_of(module.__doc__ or "")
+            if examples:
+                block = "examples:\n" + "\n".join(f"  {e}" for e in examples)
+                p.epilog = f"{p.epilog}\n\n{block}" if p.epilog else block
+                p.formatter_class = argparse.RawDescriptionHelpFormatter
             p.set_defaults(_run=module.run)
     return parser
+
+
+def examples_of(doc: str, limit: int = 3) -> list[str]:
+    """The first ``limit`` commands of a verb module's ``Examples::`` block (shown at the end of
+    its ``--help``); continuation lines (ending in a backslash) are joined."""
+    lines = doc.splitlines()
+    try:
+        start = next(i for i, x in enumerate(lines) if x.rstrip().endswith("Examples::"))
+    except StopIteration:
+        return []
+    out: list[str] = []
+    pending = ""
+    for line in lines[start + 1 :]:
+        if line.strip() and not line.startswith(" "):
+            break
+        text = line.strip().replace("\\\\", "\\")
+        if pending:
+            pending += " " + text.rstrip("\\").strip()
+        elif text.startswith(("damofd", "torchrun")):
+            pending = text.rstrip("\\").strip()
+        if pending and not text.endswith("\\"):
+            out.append(pending)
+            pending = ""
+        if len(out) == limit:
+            break
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,9 +29,10 @@ HELP = "train a detector on WIDER FACE (CPU, GPU or torchrun DDP)"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (
-        "lr semantics: --lr is the rate for optimizer.base_batch_size images (the official 4 GPUs "
-        "x 8); --auto-scale-lr rescales it linearly to world_size x batch-size. Fewer --epochs "
-        "keep the lr steps at 440/640 and 544/640 of the run. See docs/training.md."
+        "lr semantics: --lr is the rate for optimizer.base_batch_size images (the official 4 GPUs\n"
+        "x 8); --auto-scale-lr rescales it linearly to world_size x batch-size. Fewer --epochs\n"
+        "keep the lr steps at 440/640 and 544/640 of the run. Short CPU runs: --patch-size 320\n"
+        "--lr-policy cosine. See docs/training.md."
     )
     parser.add_argument(
         "model",

@@ -368,6 +368,12 @@ def save_checkpoint(
     inner = (
         model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
     )
+    if getattr(inner, "fused", False):
+        raise InputError(
+            f"cannot save {str(path)!r}: the model is BatchNorm-fused (SCRFD.fuse()), so its "
+            "weights no longer fit the architecture and the checkpoint could not be loaded; "
+            "save it before fusing, or export the fused model with `damofd export` (ONNX)"
+        )
     state_dict = OrderedDict((k, v.detach().cpu()) for k, v in inner.state_dict().items())
     full_meta: dict[str, Any] = {
         "damofd_version": __version__,

@@ -208,6 +208,7 @@ class SCRFD(nn.Module):
             1, 3, 2 * SIZE_DIVISOR, 2 * SIZE_DIVISOR, device=p.device, dtype=p.dtype
         )
         fuse_conv_bn(self, example)
+        self.fused = True  # checkpoints of a fused model would not load: save_checkpoint refuses
         return self
 
     def extra_repr(self) -> str:
