@@ -5,7 +5,8 @@ Run (2 CPU cores, as CI):
     python benchmarks/bench_infer.py --threads 2
     python benchmarks/bench_infer.py --threads 2 --json bench_infer.json
 
-Per ONNX model, all on the same 640×480 BGR array (``t1.jpg`` resized):
+Per ONNX model (the bundled damofd-0.5g-kps first, then the official files), all on the same
+640×480 BGR array (``t1.jpg`` resized):
 
 * ``model-only``: ``session.run`` alone on the preprocessed (1, 3, 640, 640) blob;
 * ``e2e``: ``FaceDetector.predict(array)`` (array in → faces out: resize/normalise/pad, run,
@@ -247,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         "--onnx",
         nargs="+",
         default=["scrfd_500m_bnkps.onnx", "det_500m.onnx", "det_2.5g.onnx"],
-        help="official ONNX files (in assets/models/scrfd) to time",
+        help="ONNX files to time: names in assets/models/scrfd, or paths",
+    )
+    ap.add_argument(
+        "--no-bundled", action="store_true", help="skip the bundled damofd-0.5g-kps row"
     )
     ap.add_argument("--json", help="also write the rows to this JSON file")
     ap.add_argument("--stat", choices=("median", "min"), default="median")
@@ -261,12 +265,14 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(args.threads)
     photos = load_photos(assets, args.batch)
     rows: list[dict[str, Any]] = []
-    for name in args.onnx:
-        rows.append(
-            bench_onnx(
-                assets / "models/scrfd" / name, photos, args.threads, args.repeat, args.batch
-            )
-        )
+    paths = [Path(n) if Path(n).is_file() else assets / "models/scrfd" / n for n in args.onnx]
+    if not args.no_bundled:
+        from damofd.models.bundled import DEFAULT_MODEL, bundled_file, get_bundled
+
+        if get_bundled(DEFAULT_MODEL) is not None:
+            paths.insert(0, bundled_file(DEFAULT_MODEL, "onnx"))
+    for path in paths:
+        rows.append(bench_onnx(path, photos, args.threads, args.repeat, args.batch))
     rows.append(
         bench_yunet(assets / "models/peers/yunet_2023mar_640x640.onnx", photos[0], args.repeat)
     )

@@ -27,13 +27,15 @@ pytestmark = pytest.mark.skipif(not INDEX.is_file(), reason=f"no bundled weights
 
 @pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any socket use fails: the default model must load and run offline."""
+    """Any connection or name lookup fails: the default model must load and run offline."""
 
     def refuse(*args, **kwargs):
         raise OSError("network disabled in this test")
 
-    monkeypatch.setattr(socket, "socket", refuse)
+    for name in ("connect", "connect_ex"):
+        monkeypatch.setattr(socket.socket, name, refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
 def test_index_lists_default_with_checksums() -> None:
@@ -100,9 +102,11 @@ def test_torch_backend_of_bundled_model_matches_onnx(no_network) -> None:
 
     from damofd.inference import FaceDetector
 
-    a = FaceDetector.from_zoo(DEFAULT_MODEL).predict(str(ASTRONAUT))
-    b = FaceDetector.from_zoo(DEFAULT_MODEL, backend="torch").predict(str(ASTRONAUT))
-    assert len(a) == len(b) == 1
+    a = FaceDetector.from_zoo(DEFAULT_MODEL, score_thr=0.05).predict(str(ASTRONAUT))[0]
+    b = FaceDetector.from_zoo(DEFAULT_MODEL, backend="torch", score_thr=0.05).predict(
+        str(ASTRONAUT)
+    )[0]
+    assert len(a) == len(b) >= 1
     np.testing.assert_allclose(a.boxes, b.boxes, atol=0.5)
     np.testing.assert_allclose(a.scores, b.scores, atol=2e-3)
 
@@ -112,7 +116,8 @@ def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     code = (
         "import socket, sys\n"
         "def _refuse(*a, **k): raise OSError('network disabled')\n"
-        "socket.socket = _refuse; socket.create_connection = _refuse\n"
+        "socket.socket.connect = socket.socket.connect_ex = _refuse\n"
+        "socket.create_connection = socket.getaddrinfo = _refuse\n"
         "from damofd.cli.main import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )

@@ -68,7 +68,7 @@ def test_kill_keeps_finished_records_and_rerun_resumes(tmp_path: Path) -> None:
     proc.wait(timeout=30)
     first = _records(jsonl)  # every line written before the kill parses
     assert len(first) >= 5
-    assert all(len(r["scores"]) == 1 for r in first)
+    assert all("scores" in r and "error" not in r for r in first)
     if not killed:
         pytest.skip("the run finished before it could be killed (machine too fast)")
     assert len(first) < 150

@@ -50,8 +50,9 @@ class CheckReport:
         return (
             f"{self.source}: {len(self.images)} images, {n_boxes} boxes ({n_ign} ignore, "
             f"{n_kps} with keypoints); {len(self.errors)} errors "
-            f"({len(self.missing_images)} missing images, {len(self.bad_images)} unreadable or "
-            f"truncated), {len(self.warnings)} warnings"
+            f"({len(self.missing_images)} missing images"
+            + (f", {len(self.bad_images)} unreadable or truncated" if self.bad_images else "")
+            + f"), {len(self.warnings)} warnings"
         )
 
 

@@ -51,8 +51,14 @@ def draw_faces(
     image: Any,
     result: FacesLike,
     out_path: str | os.PathLike[str] | None = None,
+    *,
+    kps_radius: int | None = None,
 ) -> np.ndarray:
     """Draw boxes, keypoints and scores on a **copy** of ``image`` and return it (BGR uint8).
+
+    Keypoints are filled dots whose radius follows the face (``max(1, side / 40)`` px, so they
+    stay visible on large faces); ``kps_radius=1`` gives ModelScope's exact radius-1 circles
+    (:func:`draw_face_detection_result` uses that).
 
     Args:
         image: anything :func:`~damofd.inference.image_io.load_image` accepts (numpy BGR, path,
@@ -69,8 +75,13 @@ def draw_faces(
         x1, y1, x2, y2 = (int(v) for v in ib[i])
         cv2.rectangle(canvas, (x1, y1), (x2, y2), BOX_COLOR, 2)
         if kps is not None and i < kps.shape[0]:
+            side = min(x2 - x1, y2 - y1)
+            r = kps_radius if kps_radius is not None else max(1, round(side / 40))
             for x, y in kps[i].astype(np.int32):
-                cv2.circle(canvas, (int(x), int(y)), 1, KPS_COLOR, 1)
+                if r == 1:
+                    cv2.circle(canvas, (int(x), int(y)), 1, KPS_COLOR, 1)
+                else:
+                    cv2.circle(canvas, (int(x), int(y)), r, KPS_COLOR, -1, cv2.LINE_AA)
         cv2.putText(
             canvas,
             f"{float(scores[i]):.2f}",
@@ -99,7 +110,7 @@ def draw_face_detection_result(img_path: str | os.PathLike[str], result: FacesLi
     """ModelScope-compatible: read ``img_path`` (BGR), draw ``result``, print
     ``Found N faces`` and return the drawn image (same signature as
     ``modelscope.utils.cv.image_utils.draw_face_detection_result``)."""
-    img = draw_faces(img_path, result)
+    img = draw_faces(img_path, result, kps_radius=1)
     n = len(_as_arrays(result)[1])
     print(f"Found {n} faces")
     return img

@@ -48,7 +48,20 @@ class VideoSummary:
 
 
 def _open(source: str | int) -> cv2.VideoCapture:
-    cap = cv2.VideoCapture(source)
+    # OpenCV's backends print their own warnings (e.g. "can't open camera by index") to the
+    # console; the error below says it once, in our words
+    try:
+        from cv2.utils import logging as cv_log
+    except ImportError:  # an OpenCV build without the logging utilities
+        cv_log = None
+    previous = cv_log.getLogLevel() if cv_log is not None else None
+    if cv_log is not None:
+        cv_log.setLogLevel(cv_log.LOG_LEVEL_SILENT)
+    try:
+        cap = cv2.VideoCapture(source)
+    finally:
+        if cv_log is not None and previous is not None:
+            cv_log.setLogLevel(previous)
     if not cap.isOpened():
         what = f"camera {source}" if isinstance(source, int) else str(source)
         raise InputError(f"{what}: cannot open video")
