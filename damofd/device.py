@@ -12,12 +12,47 @@ from damofd.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["check_device"]
+__all__ = ["check_device", "onnx_providers", "resolve_device_name"]
+
+
+def resolve_device_name(device: Any) -> Any:
+    """``"auto"`` → ``"cuda"`` when torch sees a CUDA device, else ``"cpu"``; anything else is
+    returned unchanged (the same rule for ``detect``, ``eval`` and ``train``)."""
+    if isinstance(device, str) and device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def onnx_providers(device: str) -> list[str]:
+    """onnxruntime execution providers for a ``--device`` value: the CUDA provider (with the
+    CPU one as fallback) for ``auto``/``cuda``/``cuda:N`` when onnxruntime-gpu offers it, else
+    the CPU provider. ``cuda`` without the CUDA provider is a :class:`ConfigError`."""
+    import onnxruntime as ort
+
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if device == "auto":
+        return (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            if has_cuda
+            else ["CPUExecutionProvider"]
+        )
+    if device == "cuda" or device.startswith("cuda:"):
+        if not has_cuda:
+            raise ConfigError(
+                f"device {device!r}: this onnxruntime has no CUDA provider (install "
+                "onnxruntime-gpu), or use --backend torch"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    raise ConfigError(f"device {device!r} is not supported by onnxruntime; use auto, cpu or cuda")
 
 
 def check_device(device: Any) -> torch.device:
-    """``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``...) as a
-    ``torch.device`` that can be used on this machine.
+    """``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``...) as a
+    ``torch.device`` that can be used on this machine (``"auto"``: CUDA when present).
 
     Raises:
         ConfigError: naming the value: not a torch device name, CUDA requested on a machine
@@ -26,6 +61,7 @@ def check_device(device: Any) -> torch.device:
     """
     import torch
 
+    device = resolve_device_name(device)
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):

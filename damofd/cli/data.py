@@ -45,7 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "RetinaFace label.txt (keypoints kept)",
     )
     conv.add_argument("src", help="source annotation file")
-    conv.add_argument("--out", required=True, help="labelv2 file to write (atomically)")
+    conv.add_argument(
+        "--out", required=True, metavar="FILE", help="the labelv2 file to write (atomically)"
+    )
     conv.add_argument("--images", help="image folder: read each image's size from its header")
     conv.add_argument(
         "--invalid",
@@ -95,7 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     show.add_argument("labels", help="labelv2 file, dataset folder or ModelScope split folder")
     show.add_argument("--images", help="image folder (default: images/ next to the labels)")
-    show.add_argument("--out", required=True, help="output folder")
+    show.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder for the sample images"
+    )
     show.add_argument("-n", type=int, default=8, help="number of samples (default 8)")
     show.add_argument("--seed", type=int, default=0, help="seed of the selection and augmentation")
     show.add_argument(

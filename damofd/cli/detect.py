@@ -25,6 +25,7 @@ file first, like ``damofd eval``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import os
@@ -151,7 +152,10 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     """``--device``, ``--fp16`` (torch backend) and ``--threads`` (onnxruntime), shared by
     ``damofd detect`` and ``damofd eval``; :func:`refuse_torch_flags` checks the first two."""
     parser.add_argument(
-        "--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (torch backend)"
+        "--device",
+        default="auto",
+        help="auto (default: CUDA when present, else CPU), cpu, cuda, cuda:1 ...; the torch "
+        "device, or onnxruntime's CUDA provider when onnxruntime-gpu is installed",
     )
     parser.add_argument(
         "--fp16", action="store_true", help="half precision (torch backend on CUDA)"
@@ -164,11 +168,19 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _ort_has_cuda() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 def refuse_torch_flags(args: argparse.Namespace) -> None:
-    """:class:`ConfigError` when ``--device`` (other than cpu) or ``--fp16`` is given for a model
-    that runs on onnxruntime (they would be ignored)."""
+    """:class:`ConfigError` when ``--fp16``, or a CUDA ``--device`` that this onnxruntime cannot
+    serve (no CUDA provider), is given for a model that runs on onnxruntime."""
     flags = []
-    if args.device != "cpu":
+    if args.device not in ("cpu", "auto") and not (
+        str(args.device).startswith("cuda") and _ort_has_cuda()
+    ):
         flags.append(f"--device {args.device}")
     if args.fp16:
         flags.append("--fp16")
@@ -213,6 +225,12 @@ def build_detector(args: argparse.Namespace) -> Any:
         common["max_pixels"] = args.max_pixels
     torch_kw = {"device": args.device, "fp16": args.fp16}
     onnx_kw = {"threads": args.threads, "workers": args.workers}
+    if args.device in ("cpu", "auto") or str(args.device).startswith("cuda"):
+        from damofd.device import onnx_providers
+
+        # a CUDA device this onnxruntime cannot serve is refused below with the torch wording
+        with contextlib.suppress(ConfigError):
+            onnx_kw["providers"] = onnx_providers(args.device)
     onnx_file = args.onnx
     if onnx_file is None and args.weights and args.weights.lower().endswith(".onnx"):
         onnx_file = args.weights
@@ -225,8 +243,10 @@ def build_detector(args: argparse.Namespace) -> Any:
         model = DEFAULT_MODEL
     bundled = None if onnx_file is not None or args.weights else bundled_name(model)
     if bundled is not None:
-        # bundled weights: onnxruntime unless a torch-only flag or --backend torch asks for torch
-        wants_torch = args.device != "cpu" or args.fp16
+        # bundled weights: onnxruntime unless --backend torch, --fp16, or a CUDA device that
+        # this onnxruntime cannot serve asks for torch
+        cuda_asked = str(args.device).startswith("cuda")
+        wants_torch = args.fp16 or (cuda_asked and not _ort_has_cuda())
         backend = args.backend or ("torch" if wants_torch else "onnx")
         if backend == "onnx":
             refuse_torch_flags(args)

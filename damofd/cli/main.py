@@ -35,7 +35,8 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="damofd",
         description="DamoFD / SCRFD face detection toolkit (search, models, training, "
-        "evaluation, export, inference).",
+        "evaluation, export, inference). Flags mean the same in every verb: --out is a folder "
+        "(DIR) where a verb writes several files and a file (FILE) where it writes one.",
     )
     from damofd import __version__
 

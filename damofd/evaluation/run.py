@@ -359,11 +359,15 @@ def _build_model(
         # a zoo model with weights shipped in the package (the default model): onnxruntime
         # unless the torch backend (or a CUDA device / fp16) is asked for
         name = bundled_name(model)
-        use_torch = backend == "torch" or (backend is None and (device != "cpu" or fp16))
+        use_torch = backend == "torch" or (
+            backend is None and (fp16 or str(device).startswith("cuda"))
+        )
         if use_torch:
             det = FaceDetector.from_zoo(name, backend="torch", **torch_kw, **common)
         else:
-            det = FaceDetector.from_zoo(name, threads=threads, **common)
+            det = FaceDetector.from_zoo(
+                name, threads=threads, providers=_providers(device), **common
+            )
         kind = "torch" if use_torch else "onnx"
         src = bundled_file(name, "pth" if use_torch else "onnx")
         return _Model(det, name, f"bundled:{name}:sha256:{_sha256_file(src)}", kind)
@@ -380,7 +384,7 @@ def _build_model(
                 ConfigError, lambda o: f"{spec} is an ONNX file; {o('weights')} is for a zoo name"
             )
         if is_onnx and backend != "torch":
-            det = FaceDetector.from_onnx(p, threads=threads, **common)
+            det = FaceDetector.from_onnx(p, threads=threads, providers=_providers(device), **common)
             return _Model(det, label, ident, "onnx")
         if is_onnx:
             from damofd.models.onnx_import import detect_onnx_config
@@ -396,6 +400,16 @@ def _build_model(
             f"model must be a path, a zoo name, an SCRFD module or a FaceDetector, got {model!r}"
         )
     return _Model(det, label, ident, kind)
+
+
+def _providers(device: str) -> list[str]:
+    """onnxruntime providers for ``device`` (CUDA when asked for and available, else CPU)."""
+    from damofd.device import onnx_providers
+
+    try:
+        return onnx_providers(str(device))
+    except ConfigError:
+        return ["CPUExecutionProvider"]
 
 
 def _to_onnx(built: _Model, onnx_path: Path, threads: int | None) -> _Model:

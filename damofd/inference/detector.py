@@ -275,6 +275,7 @@ class FaceDetector:
         backend: str | None = None,
         threads: int | None = None,
         workers: int | None = None,
+        providers: list[str] | None = None,
         **kwargs: Any,
     ) -> FaceDetector:
         """From a zoo name (``damofd-0.5g-kps``, ``scrfd-500m``...) and a weights file.
@@ -286,9 +287,11 @@ class FaceDetector:
         unless ``backend="torch"`` (or a CUDA ``device`` / ``fp16``) asks for PyTorch; DamoFD
         models load through their ModelScope id (:meth:`from_modelscope`); other names raise a
         :class:`~damofd.errors.ConfigError` asking for weights. ``threads`` and ``workers`` are
-        the onnxruntime settings of :meth:`from_onnx`.
+        the onnxruntime settings of :meth:`from_onnx`; ``device="auto"`` means CUDA when
+        present.
         """
-        check_device(device)
+        dev = check_device(device)
+        device = str(dev)
         if backend not in (None, "onnx", "torch"):
             raise ConfigError(f"backend must be 'onnx' or 'torch', got {backend!r}")
         if weights is None:
@@ -297,7 +300,10 @@ class FaceDetector:
 
             canonical = resolve_name(name)
             if get_bundled(canonical) is not None:
-                use_torch = backend == "torch" or device != "cpu" or fp16
+                ort_cuda = bool(providers) and "CUDAExecutionProvider" in providers
+                use_torch = backend == "torch" or (
+                    backend is None and (fp16 or (dev.type == "cuda" and not ort_cuda))
+                )
                 if use_torch:
                     det = cls.from_checkpoint(
                         bundled_file(canonical, "pth"),
@@ -308,7 +314,11 @@ class FaceDetector:
                     )
                 else:
                     det = cls.from_onnx(
-                        bundled_file(canonical, "onnx"), threads=threads, workers=workers, **kwargs
+                        bundled_file(canonical, "onnx"),
+                        threads=threads,
+                        workers=workers,
+                        providers=providers,
+                        **kwargs,
                     )
                 det.backend.model_name, det.backend.bundled = canonical, True
                 return det
