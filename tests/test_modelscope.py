@@ -267,9 +267,10 @@ def test_hub_errors_say_what_to_download(tmp_path: Path, monkeypatch: pytest.Mon
         assert needle in msg
     calls: list = []
     _fake_client(monkeypatch, None, calls)  # network failure
-    with pytest.raises(HubDownloadError, match=r"download failed.*ConnectionError") as e:
+    with pytest.raises(HubDownloadError, match=r"hub is unreachable.*ConnectionError") as e:
         load_modelscope(model_id, cache_dir=tmp_path)
     assert str(target) in str(e.value) and len(calls) == 1
+    assert "pip install" not in str(e.value)  # the client is installed: no advice to install it
     with pytest.raises(HubDownloadError, match="download=False"):
         load_modelscope(model_id, cache_dir=tmp_path, download=False)
     with pytest.raises(InputError, match="neither a ModelScope model directory nor a model id"):
@@ -289,3 +290,32 @@ def test_load_weights_dispatch(tmp_path: Path) -> None:
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     with pytest.raises(InputError, match="no such weights file"):
         load_weights(tmp_path / "missing.pth")
+
+
+def test_unanswering_hub_gives_up_within_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    release = threading.Event()
+
+    def snapshot_download(model_id: str, cache_dir: str | None = None, revision=None) -> str:
+        release.wait(30)  # a client retrying an unreachable host
+        raise ConnectionError("gave up")
+
+    _fake_client(monkeypatch, None, [])
+    monkeypatch.setattr(
+        sys.modules["modelscope.hub.snapshot_download"], "snapshot_download", snapshot_download
+    )
+    monkeypatch.setenv("DAMOFD_HUB_TIMEOUT", "0.5")
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(HubDownloadError, match=r"did not answer within 0\.5 s.*HUB_TIMEOUT"):
+            download_modelscope("damo/cv_ddsar_face-detection_iclr23-damofd", cache_dir=tmp_path)
+        assert time.monotonic() - t0 < 5
+    finally:
+        release.set()
+    monkeypatch.setenv("DAMOFD_HUB_TIMEOUT", "soon")
+    with pytest.raises(Exception, match="DAMOFD_HUB_TIMEOUT must be a number"):
+        download_modelscope("damo/cv_ddsar_face-detection_iclr23-damofd", cache_dir=tmp_path)

@@ -640,13 +640,36 @@ def _canonical_id(model_id: str) -> str:
     return key
 
 
-def _instructions(model_id: str, target: Path, reason: str) -> str:
+def _instructions(model_id: str, target: Path, reason: str, *, client: bool = False) -> str:
+    how = (
+        ""
+        if client
+        else "; to download automatically install the hub client: pip install 'damofd[hub]'"
+    )
     return (
         f"cannot fetch ModelScope model {model_id!r}: {reason}. Download "
         f"{', '.join(MODELSCOPE_FILES)} from {MODELSCOPE_URL.format(id=model_id)} and put them "
-        f"in {target} (or pass that directory instead of the id); to download automatically "
-        "install the hub client: pip install 'damofd[hub]'"
+        f"in {target} (or pass that directory instead of the id){how}"
     )
+
+
+#: seconds a hub download may take before damofd gives up (``$DAMOFD_HUB_TIMEOUT``)
+HUB_TIMEOUT_ENV = "DAMOFD_HUB_TIMEOUT"
+DEFAULT_HUB_TIMEOUT = 20.0
+
+
+def hub_timeout() -> float:
+    """The download budget: ``$DAMOFD_HUB_TIMEOUT`` seconds, default 20."""
+    raw = os.environ.get(HUB_TIMEOUT_ENV)
+    if not raw:
+        return DEFAULT_HUB_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"${HUB_TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise ConfigError(f"${HUB_TIMEOUT_ENV} must be > 0, got {raw!r}")
+    return value
 
 
 def download_modelscope(
@@ -654,14 +677,19 @@ def download_modelscope(
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     revision: str | None = None,
+    timeout: float | None = None,
 ) -> Path:
     """Fetch a ModelScope model repository with the official client and return its directory.
 
     Uses ``modelscope.hub.snapshot_download.snapshot_download(model_id, cache_dir=…)`` (the
-    optional extra ``damofd[hub]``; imported only here). Raises :class:`HubDownloadError` — saying
-    which files to download from where and where to put them — when the client is missing or the
-    download fails.
+    optional extra ``damofd[hub]``; imported only here). The client retries unreachable hosts
+    for a long time on its own; damofd waits at most ``timeout`` seconds (default
+    :func:`hub_timeout`, ``$DAMOFD_HUB_TIMEOUT``) and then gives up, the download left running
+    in a background thread. Raises :class:`HubDownloadError` — saying whether the client is
+    missing or the hub unreachable, which files to download from where and where to put them.
     """
+    import concurrent.futures
+
     model_id = _canonical_id(model_id)
     cache = Path(cache_dir) if cache_dir is not None else modelscope_cache_dir()
     target = _id_dir(model_id, cache)
@@ -674,18 +702,41 @@ def download_modelscope(
     kwargs: dict[str, Any] = {"cache_dir": str(cache)}
     if revision is not None:
         kwargs["revision"] = revision
+    budget = hub_timeout() if timeout is None else float(timeout)
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="damofd-hub")
+    future = pool.submit(snapshot_download, model_id, **kwargs)
+    pool.shutdown(wait=False)
     try:
-        local = snapshot_download(model_id, **kwargs)
+        local = future.result(timeout=budget)
+    except concurrent.futures.TimeoutError:
+        raise HubDownloadError(
+            _instructions(
+                model_id,
+                target,
+                f"the ModelScope hub did not answer within {budget:g} s (offline? raise "
+                f"${HUB_TIMEOUT_ENV} to wait longer)",
+                client=True,
+            )
+        ) from None
     except Exception as exc:  # network errors, missing repos, ... (client-specific types)
         raise HubDownloadError(
-            _instructions(model_id, target, f"download failed ({type(exc).__name__}: {exc})")
+            _instructions(
+                model_id,
+                target,
+                f"the ModelScope hub is unreachable or refused the download "
+                f"({type(exc).__name__}: {exc})",
+                client=True,
+            )
         ) from None
     local_dir = Path(str(local))
     missing = [f for f in MODELSCOPE_FILES if not (local_dir / f).is_file()]
     if missing:
         raise HubDownloadError(
             _instructions(
-                model_id, target, f"the download in {local_dir} lacks {', '.join(missing)}"
+                model_id,
+                target,
+                f"the download in {local_dir} lacks {', '.join(missing)}",
+                client=True,
             )
         )
     return local_dir
