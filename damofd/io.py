@@ -19,6 +19,7 @@ from typing import IO, Any
 from damofd.errors import InputError
 
 __all__ = [
+    "remove_stale_tmp",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -59,6 +60,30 @@ def _reason(e: OSError) -> str:
 
 def _write_error(target: Path, e: OSError) -> InputError:
     return InputError(f"cannot write {str(target)!r}: {_reason(e)}")
+
+
+def remove_stale_tmp(
+    folder: str | os.PathLike[str], *, min_age_s: float = 0.0, recursive: bool = False
+) -> list[Path]:
+    """Delete the ``.<name>.<random>.tmp`` files :func:`atomic_write` left in ``folder`` when
+    its process was killed (SIGKILL skips every cleanup). Only files at least ``min_age_s``
+    seconds old are removed, so a writer running beside us keeps its file. Returns the paths
+    removed."""
+    import time
+
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    now = time.time()
+    removed = []
+    for tmp in root.rglob(".*.tmp") if recursive else root.glob(".*.tmp"):
+        try:
+            if tmp.is_file() and now - tmp.stat().st_mtime >= min_age_s:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            continue
+    return removed
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:

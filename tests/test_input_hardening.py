@@ -204,3 +204,19 @@ def test_save_checkpoint_refuses_a_fused_model(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="BatchNorm-fused"):
         save_checkpoint(model, tmp_path / "fused.pth")
     assert not (tmp_path / "fused.pth").exists()
+
+
+def test_remove_stale_tmp_keeps_fresh_files(tmp_path: Path) -> None:
+    from damofd.io import remove_stale_tmp
+
+    old = tmp_path / "sub" / ".x.jpg.abc.tmp"
+    old.parent.mkdir()
+    old.write_bytes(b"half")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    fresh = tmp_path / ".y.jpg.def.tmp"
+    fresh.write_bytes(b"being written")
+    keep = tmp_path / "z.tmp"  # not one of ours (no leading dot)
+    keep.write_bytes(b"user file")
+    assert remove_stale_tmp(tmp_path, min_age_s=600, recursive=True) == [old]
+    assert fresh.exists() and keep.exists()
+    assert remove_stale_tmp(tmp_path) == [fresh]

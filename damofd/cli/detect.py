@@ -346,6 +346,10 @@ class _Outputs:
         self.path: Path | None = None
         self._fd: int | None = None
         if out_dir is not None:
+            from damofd.io import remove_stale_tmp
+
+            # drawings left half-written by a killed run (not those of a run writing now)
+            remove_stale_tmp(out_dir, min_age_s=600, recursive=True)
             self.path = out_dir / JSONL_NAME
             if force:
                 self.path.unlink(missing_ok=True)

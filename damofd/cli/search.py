@@ -237,6 +237,9 @@ def run(args: argparse.Namespace) -> int:
         elif args.resume:
             sys.stderr.write(f"damofd search: nothing to resume in {str(out)!r}; starting\n")
         ensure_writable_dir(out, "--out")
+    from damofd.io import remove_stale_tmp
+
+    remove_stale_tmp(out)  # temporary files of a killed run (one search per folder)
     result = search.run()
     report = result.to_dict()
     if args.json:

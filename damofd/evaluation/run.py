@@ -678,6 +678,9 @@ def run_wider_eval(
     # the work dir is made only now that the model has loaded (a failed load leaves nothing)
     created = [d for d in (wd, *wd.parents) if not d.exists()]
     ensure_writable_dir(wd, "work dir")
+    from damofd.io import remove_stale_tmp
+
+    remove_stale_tmp(wd, min_age_s=600, recursive=True)  # left by a killed run
     det = built.detector
     kind = "onnx" if backend == "onnx" else built.backend
     settings = {

@@ -32,7 +32,6 @@ interrupted one would have seen — bitwise identical on CPU with ``deterministi
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import io
 import json
@@ -55,7 +54,12 @@ from torch import Tensor, nn
 
 from damofd.device import check_device
 from damofd.errors import ConfigError, DamoFDError, InputError
-from damofd.io import atomic_write_bytes, atomic_write_json, ensure_writable_dir
+from damofd.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    ensure_writable_dir,
+    remove_stale_tmp,
+)
 from damofd.training.config import TrainConfig
 from damofd.training.distributed import (
     DistInfo,
@@ -590,10 +594,8 @@ class Trainer:
                 "--resume to continue it, or --force to start over and replace its checkpoints"
             )
         # atomic writes go through ".<name>.<random>.tmp" files; a SIGKILL can leave one
-        for tmp in self.work_dir.glob(".*.tmp"):
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-                self.log(f"removed {tmp.name}, left by an interrupted run")
+        for tmp in remove_stale_tmp(self.work_dir):
+            self.log(f"removed {tmp.name}, left by an interrupted run")
 
     def _resume_path(self) -> Path | None:
         r = self.resume
