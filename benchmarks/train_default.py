@@ -7,6 +7,12 @@ them and anyone can run them by hand::
     python benchmarks/train_default.py patch    [--minutes M]   # 320-px patch training, resumable
     python benchmarks/train_default.py finetune [--minutes M]   # short 640-px fine-tune, resumable
     python benchmarks/train_default.py bundle  --checkpoint runs/default-0.5g-kps-640/latest.pth
+    python benchmarks/train_default.py card   [--bench bench_infer.json]  # docs/model-card.md
+
+The SCRFD arm of the comparison (issue 10 item 3) runs the identical recipe, seed, data and
+sample count on another architecture: ``patch --model scrfd-500m-kps`` and ``finetune --model
+scrfd-500m-kps`` (work dirs ``runs/arm-scrfd-500m-kps[-640]``); both stages pin the crop scales
+(0.5G recipe: 1.0…2.0 at 640, 0.5…1.0 in 320 patches), so the recipes differ in nothing.
 
 ``patch`` and ``finetune`` resume from their work dir when run again (``--resume``), so a run cut
 by a session's end continues where it stopped. ``bundle`` strips the optimizer state, exports
@@ -44,8 +50,11 @@ PATCH_ARGS = [
     "--device", "cpu", "--seed", "0", "--eval-every", "10", "--checkpoint-every", "10",
     "--checkpoint-every-iters", "200", "--no-progress",
 ]  # fmt: skip
+# the 0.5G recipe's RandomSquareCrop scales, pinned so every architecture trains identically
+CROP_640 = "[1.0,1.2,1.4,1.6,1.8,2.0]"
+CROP_320 = "[0.5,0.6,0.7,0.8,0.9,1.0]"
 FINETUNE_ARGS = [
-    "--lr-policy", "cosine", "--lr", "0.002", "--warmup-iters", "50", "--epochs", "6",
+    "--lr-policy", "cosine", "--lr", "0.001", "--warmup-iters", "50", "--epochs", "6",
     "--batch-size", "8", "--workers", "1", "--threads", "2", "--device", "cpu", "--seed", "0",
     "--eval-every", "2", "--checkpoint-every", "2", "--checkpoint-every-iters", "50",
     "--no-progress",
@@ -73,9 +82,16 @@ def _damofd(argv: list[str]) -> int:
     return int(main(argv) or 0)
 
 
-def _train_common(a: dict[str, Path], work_dir: Path) -> list[str]:
+def _dirs(model: str) -> tuple[Path, Path]:
+    """Work dirs of the patch and fine-tune stages for ``model``."""
+    if model == NAME:
+        return PATCH_DIR, FINETUNE_DIR
+    return RUNS / f"arm-{model}", RUNS / f"arm-{model}-640"
+
+
+def _train_common(a: dict[str, Path], work_dir: Path, model: str = NAME) -> list[str]:
     return [
-        "train", NAME, "--train-labels", str(DATA / "train95_kps.txt"),
+        "train", model, "--train-labels", str(DATA / "train95_kps.txt"),
         "--train-images", str(a["images"]), "--val", str(a["val"]), "--val-gt", str(a["gt"]),
         "--work-dir", str(work_dir),
     ]  # fmt: skip
@@ -102,18 +118,22 @@ def _resume_flag(work_dir: Path) -> list[str]:
 
 def stage_patch(args: argparse.Namespace) -> int:
     a = _assets()
+    patch_dir, _ = _dirs(args.model)
     limit = ["--time-limit", str(args.minutes)] if args.minutes else []
-    argv = _train_common(a, PATCH_DIR) + PATCH_ARGS + _resume_flag(PATCH_DIR) + limit
-    return _damofd(argv)
+    pin = ["--set", f"data.crop_choice={CROP_320}"]
+    argv = _train_common(a, patch_dir, args.model) + PATCH_ARGS + pin
+    return _damofd(argv + _resume_flag(patch_dir) + limit)
 
 
 def stage_finetune(args: argparse.Namespace) -> int:
     a = _assets()
+    patch_dir, finetune_dir = _dirs(args.model)
     limit = ["--time-limit", str(args.minutes)] if args.minutes else []
-    start = ["--load-from", str(args.start or PATCH_DIR / "latest.pth")]
-    resume = _resume_flag(FINETUNE_DIR)
-    argv = _train_common(a, FINETUNE_DIR) + FINETUNE_ARGS + (resume or start) + limit
-    return _damofd(argv)
+    start = ["--load-from", str(args.start or patch_dir / "latest.pth")]
+    resume = _resume_flag(finetune_dir)
+    pin = ["--set", f"data.crop_choice={CROP_640}"]
+    argv = _train_common(a, finetune_dir, args.model) + FINETUNE_ARGS + pin
+    return _damofd(argv + (resume or start) + limit)
 
 
 def _train_hours(work_dir: Path) -> float:
@@ -141,9 +161,7 @@ def _landmarks(detector: Any, a: dict[str, Path]) -> dict[str, Any]:
     from damofd.data.subset import read_name_list, select_images
     from damofd.evaluation.landmarks import landmark_nme
 
-    anns = select_images(
-        read_labelv2(a["kps"]), include=read_name_list(HOLDOUT_NAMES)
-    ).selected
+    anns = select_images(read_labelv2(a["kps"]), include=read_name_list(HOLDOUT_NAMES)).selected
     preds = {}
     for ann, res in zip(anns, detector.predict([str(a["images"] / x.name) for x in anns])):
         preds[ann.name] = (res.boxes, res.scores, res.keypoints)
@@ -227,7 +245,7 @@ def stage_bundle(args: argparse.Namespace) -> int:
         "recipe": "320-px patch training (crop scales 0.5-1.0 = the 640 recipe's 1.0-2.0 "
         "halved), SGD lr 0.01 momentum 0.9 wd 5e-4, batch 8, 300 warm-up iterations, cosine "
         f"to 1 %, {PATCH_ARGS[PATCH_ARGS.index('--epochs') + 1]} epochs; then 640-px "
-        f"fine-tune, lr 0.002 cosine, {FINETUNE_ARGS[FINETUNE_ARGS.index('--epochs') + 1]} "
+        f"fine-tune, lr 0.001 cosine, {FINETUNE_ARGS[FINETUNE_ARGS.index('--epochs') + 1]} "
         "epochs; QFL + DIoU + keypoint loss; seed 0",
         "command": f"{cmd} data && {cmd} patch && {cmd} finetune && {cmd} bundle "
         f"--checkpoint {FINETUNE_DIR}/latest.pth",
@@ -255,6 +273,86 @@ def stage_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _curve_png(out: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    offset = 0
+    for label, wd in (("320-px patches", PATCH_DIR), ("640-px fine-tune", FINETUNE_DIR)):
+        log = wd / "log.jsonl"
+        if not log.is_file():
+            continue
+        recs = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+        train = [r for r in recs if r.get("mode") == "train"]
+        val = [r for r in recs if r.get("mode") == "val"]
+        if train:
+            it = [offset + r["iter"] for r in train]
+            ax[0].plot(it, [r["loss"] for r in train], lw=0.6, label=f"loss ({label})")
+        for key, style in (("easy", "-o"), ("medium", "-s"), ("hard", "-^")):
+            ax[1].plot(
+                [offset + r["iter"] for r in val], [r[key] for r in val], style, ms=3,
+                label=f"{key} ({label})",
+            )  # fmt: skip
+        offset += train[-1]["iter"] if train else 0
+    ax[0].set_xlabel("iteration (batch 8)")
+    ax[0].set_ylabel("training loss (10-iteration mean)")
+    ax[0].grid(alpha=0.3)
+    ax[0].legend(fontsize=7)
+    ax[1].set_xlabel("iteration (batch 8)")
+    ax[1].set_ylabel("AP, WIDER val subset (vga)")
+    ax[1].grid(alpha=0.3)
+    ax[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def stage_card(args: argparse.Namespace) -> int:
+    """Print the measured tables of docs/model-card.md (curve, AP, landmarks, speed) and draw
+    the curve figure; the prose around them is written by hand."""
+    index = json.loads((WEIGHTS / "bundled.json").read_text())[NAME]
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    if _curve_png(docs / "model_card_curve.png"):
+        print(f"wrote {docs / 'model_card_curve.png'}")
+    a = index["ap"]
+    o = a["original_protocol"]
+    print("| protocol | Easy | Medium | Hard |\n| --- | --- | --- | --- |")
+    print(f"| vga (published protocol) | {a['easy']:.4f} | {a['medium']:.4f} | {a['hard']:.4f} |")
+    print(f"| original (full resolution) | {o['easy']:.4f} | {o['medium']:.4f} | {o['hard']:.4f} |")
+    print("\n| stage | epoch | iteration | Easy | Medium | Hard |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for stage, rows in index["val_curve"].items():
+        for r in rows:
+            print(
+                f"| {stage} | {r['epoch']} | {r['iter']} | {r['easy']:.4f} | {r['medium']:.4f} "
+                f"| {r['hard']:.4f} |"
+            )
+    print(
+        "\n| model | mean NME | median NME | faces matched / annotated |\n| --- | --- | --- | --- |"
+    )
+    for model, r in index["landmarks"].items():
+        if isinstance(r, dict):
+            print(
+                f"| {model} | {r['nme']:.4f} | {r['median_nme']:.4f} | {r['matched']} / "
+                f"{r['faces']} |"
+            )
+    if args.bench:
+        rows = json.loads(Path(args.bench).read_text())["rows"]
+        print("\n| model | model only (ms) | end to end (ms) |\n| --- | --- | --- |")
+        for r in rows:
+            if "e2e_ms" in r:
+                mo = f"{r['model_only_ms']:.1f}" if "model_only_ms" in r else "–"
+                print(f"| {r['model']} | {mo} | {r['e2e_ms']:.1f} |")
+    print(f"\nCPU-hours: {index['cpu_hours']} ({index['wall_hours_2_threads']})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="stage", required=True)
@@ -262,16 +360,20 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("patch", "finetune"):
         p = sub.add_parser(name, help=f"{name} stage (resumable)")
         p.add_argument("--minutes", type=float, help="time limit of this session")
+        p.add_argument("--model", default=NAME, help=f"architecture (default {NAME})")
         if name == "finetune":
             p.add_argument("--start", help="checkpoint to start from (default: patch latest)")
     b = sub.add_parser("bundle", help="strip, export, evaluate, write damofd/weights/")
     b.add_argument("--checkpoint", required=True)
+    c = sub.add_parser("card", help="print the model card's measured tables, draw its curve")
+    c.add_argument("--bench", help="JSON written by benchmarks/bench_infer.py --json")
     args = ap.parse_args(argv)
     return {
         "data": stage_data,
         "patch": stage_patch,
         "finetune": stage_finetune,
         "bundle": stage_bundle,
+        "card": stage_card,
     }[args.stage](args)
 
 
