@@ -1,0 +1,190 @@
+"""``damofd serve``: every endpoint and input form over real HTTP on a loopback port, bad input,
+and cross-request batching (fewer model calls than concurrent requests)."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+ROOT = Path(__file__).resolve().parents[1]
+ASTRONAUT = ROOT / "examples" / "astronaut.jpg"
+
+
+class _SlowDetector:
+    """Wraps a detector; counts model calls and makes each take a while, so that concurrent
+    requests pile up behind it (what batching is for)."""
+
+    def __init__(self, det, delay: float = 0.15) -> None:
+        self.det, self.delay, self.calls, self.sizes = det, delay, 0, []
+
+    def __getattr__(self, name):
+        return getattr(self.det, name)
+
+    def predict(self, images, **kw):
+        self.calls += 1
+        self.sizes.append(len(images))
+        time.sleep(self.delay)
+        return self.det.predict(images, **kw)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    import uvicorn
+
+    from damofd.inference import FaceDetector
+    from damofd.serve.app import ServeConfig, create_app
+    from tests._synthetic_onnx import make_scrfd_like_onnx
+
+    tmp = Path(__import__("tempfile").mkdtemp())
+    onnx = make_scrfd_like_onnx(tmp / "m.onnx", strides=(8, 16, 32), num_anchors=2, batched=True)
+    det = _SlowDetector(FaceDetector.from_onnx(onnx, workers=0, threads=1, score_thr=0.02))
+    cfg = ServeConfig(max_batch_size=8, batch_timeout_ms=30, max_body_mb=1, score_thr=0.5)
+    app = create_app(det, cfg, model_name="synthetic")
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    yield base, det
+    srv.should_exit = True
+    t.join(10)
+
+
+JPEG = ASTRONAUT.read_bytes()
+
+
+def test_input_forms_agree(server) -> None:
+    base, _ = server
+    forms = [
+        httpx.post(f"{base}/v1/detect", files={"image": ("a.jpg", JPEG, "image/jpeg")}),
+        httpx.post(f"{base}/v1/detect", content=JPEG, headers={"content-type": "image/jpeg"}),
+        httpx.post(f"{base}/v1/detect", json={"image": base64.b64encode(JPEG).decode()}),
+    ]
+    bodies = [r.json() for r in forms]
+    assert [r.status_code for r in forms] == [200, 200, 200], bodies
+    for b in bodies:
+        assert b["image_size"] == [512, 512] and b["model"] == "synthetic"
+        assert set(b["timings_ms"]) >= {"decode", "detect", "total"}
+        assert [f["box"] for f in b["faces"]] == [f["box"] for f in bodies[0]["faces"]]
+
+
+def test_parameters_and_formats(server) -> None:
+    base, _ = server
+    low = httpx.post(f"{base}/v1/detect?score_thr=0.02", content=JPEG).json()
+    few = httpx.post(f"{base}/v1/detect?score_thr=0.02&max_faces=2", content=JPEG).json()
+    assert len(few["faces"]) == min(2, len(low["faces"]))
+    assert few["faces"] == low["faces"][: len(few["faces"])]
+    nolm = httpx.post(f"{base}/v1/detect?score_thr=0.02&return_landmarks=false", content=JPEG)
+    assert all("keypoints" not in f for f in nolm.json()["faces"])
+    ms = httpx.post(f"{base}/v1/detect?score_thr=0.02&format=modelscope", content=JPEG).json()
+    assert set(ms) == {"scores", "boxes", "keypoints"} and len(ms["scores"]) == len(low["faces"])
+    form = httpx.post(
+        f"{base}/v1/detect",
+        files={"image": ("a.jpg", JPEG, "image/jpeg")},
+        data={"score_thr": "0.02", "max_faces": "1"},
+    ).json()
+    assert len(form["faces"]) == min(1, len(low["faces"]))
+
+
+def test_batch_draw_and_info_endpoints(server) -> None:
+    base, _ = server
+    r = httpx.post(
+        f"{base}/v1/detect/batch",
+        files=[("images", ("a.jpg", JPEG, "image/jpeg")), ("images", ("b.jpg", b"junk", "x"))],
+    )
+    res = r.json()["results"]
+    assert r.status_code == 200 and len(res) == 2
+    assert res[0]["image_size"] == [512, 512] and res[1]["error"]["kind"] == "bad_image"
+    drawn = httpx.post(f"{base}/v1/draw", content=JPEG)
+    assert drawn.headers["content-type"] == "image/jpeg" and drawn.content[:2] == b"\xff\xd8"
+    png = httpx.post(f"{base}/v1/draw?format=png", content=JPEG)
+    assert png.content[:4] == b"\x89PNG"
+    assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{base}/v1/models").json()["models"][0]["name"] == "synthetic"
+    assert "/v1/detect" in httpx.get(f"{base}/openapi.json").json()["paths"]
+    page = httpx.get(f"{base}/")
+    assert page.status_code == 200 and "v1/detect" in page.text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "kind"),
+    [
+        ({"content": b""}, 422, "bad_request"),
+        ({"content": b"not an image at all"}, 422, "bad_image"),
+        ({"content": JPEG[: len(JPEG) // 3]}, 422, "bad_image"),  # truncated: refused
+        ({"content": b"\x00" * (2 * 1024 * 1024)}, 413, "too_large"),
+        ({"json": {"image": "%%%"}}, 422, "bad_request"),
+        ({"json": {"url": "http://127.0.0.1:9/x.jpg"}}, 403, "urls_disabled"),
+        ({"json": [1, 2]}, 422, "bad_request"),
+        ({"content": JPEG, "params": {"score_thr": "2"}}, 422, "bad_parameter"),
+        ({"content": JPEG, "params": {"max_faces": "nan"}}, 422, "bad_parameter"),
+    ],
+)
+def test_bad_input_is_a_json_4xx(server, kwargs, status, kind) -> None:
+    base, _ = server
+    r = httpx.post(f"{base}/v1/detect", **kwargs)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["kind"] == kind and r.json()["error"]["message"]
+
+
+def test_16bit_and_huge_images(server) -> None:
+    import cv2
+
+    base, _ = server
+    img16 = (np.random.default_rng(0).random((64, 80, 3)) * 65535).astype(np.uint16)
+    _, png16 = cv2.imencode(".png", img16)
+    r = httpx.post(f"{base}/v1/detect", content=png16.tobytes())
+    assert r.status_code == 200 and r.json()["image_size"] == [80, 64]
+    # a PNG header claiming 100000 × 100000 pixels: refused from the header, before decoding
+    head = bytearray(cv2.imencode(".png", np.zeros((2, 2, 3), np.uint8))[1].tobytes())
+    head[16:24] = (100000).to_bytes(4, "big") * 2
+    r = httpx.post(f"{base}/v1/detect", content=bytes(head))
+    assert r.status_code == 413 and r.json()["error"]["kind"] == "too_large"
+
+
+def test_concurrent_requests_share_model_calls(server) -> None:
+    base, det = server
+    before = det.calls
+    n = 16
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        codes = list(pool.map(lambda _: httpx.post(f"{base}/v1/detect", content=JPEG,
+                                                   timeout=60).status_code, range(n)))  # fmt: skip
+    assert codes == [200] * n
+    calls = det.calls - before
+    assert calls < n, f"{n} concurrent requests took {calls} model calls"
+    metrics = httpx.get(f"{base}/metrics").text
+    assert "damofd_batch_size_bucket" in metrics and "damofd_model_calls_total" in metrics
+    assert 'damofd_requests_total{endpoint="detect",status="200"}' in metrics
+
+
+def test_mixed_load_loses_no_valid_request(server) -> None:
+    base, _ = server
+    bodies = [JPEG if i % 10 else b"broken" for i in range(30)]
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        codes = list(pool.map(lambda b: httpx.post(f"{base}/v1/detect", content=b,
+                                                   timeout=60).status_code, bodies))  # fmt: skip
+    assert codes.count(200) == 27 and codes.count(422) == 3
