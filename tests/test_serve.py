@@ -55,7 +55,9 @@ def server():
     tmp = Path(__import__("tempfile").mkdtemp())
     onnx = make_scrfd_like_onnx(tmp / "m.onnx", strides=(8, 16, 32), num_anchors=2, batched=True)
     det = _SlowDetector(FaceDetector.from_onnx(onnx, workers=0, threads=1, score_thr=0.02))
-    cfg = ServeConfig(max_batch_size=8, batch_timeout_ms=30, max_body_mb=1, score_thr=0.5)
+    cfg = ServeConfig(
+        max_batch_size=8, batch_timeout_ms=30, max_body_mb=1, score_thr=0.5, allow_urls=True
+    )
     app = create_app(det, cfg, model_name="synthetic")
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -138,7 +140,7 @@ def test_batch_draw_and_info_endpoints(server) -> None:
         ({"content": JPEG[: len(JPEG) // 3]}, 422, "bad_image"),  # truncated: refused
         ({"content": b"\x00" * (2 * 1024 * 1024)}, 413, "too_large"),
         ({"json": {"image": "%%%"}}, 422, "bad_request"),
-        ({"json": {"url": "http://127.0.0.1:9/x.jpg"}}, 403, "urls_disabled"),
+        ({"json": {"url": "ftp://127.0.0.1/x.jpg"}}, 422, "bad_request"),
         ({"json": [1, 2]}, 422, "bad_request"),
         ({"content": JPEG, "params": {"score_thr": "2"}}, 422, "bad_parameter"),
         ({"content": JPEG, "params": {"max_faces": "nan"}}, 422, "bad_parameter"),
@@ -188,3 +190,37 @@ def test_mixed_load_loses_no_valid_request(server) -> None:
         codes = list(pool.map(lambda b: httpx.post(f"{base}/v1/detect", content=b,
                                                    timeout=60).status_code, bodies))  # fmt: skip
     assert codes.count(200) == 27 and codes.count(422) == 3
+
+
+def test_url_input_and_urls_off(server, tmp_path: Path) -> None:
+    import http.server
+
+    from fastapi.testclient import TestClient
+
+    from damofd.serve.app import ServeConfig, create_app
+
+    base, det = server
+    (tmp_path / "a.jpg").write_bytes(JPEG)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(tmp_path), **k)
+
+        def log_message(self, *a):
+            pass
+
+    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{files.server_address[1]}/a.jpg"
+        r = httpx.post(f"{base}/v1/detect", json={"url": url}, timeout=30)
+        assert r.status_code == 200 and r.json()["image_size"] == [512, 512]
+        missing = httpx.post(f"{base}/v1/detect", json={"url": url + ".nope"}, timeout=30)
+        assert missing.status_code == 422 and "404" in missing.json()["error"]["message"]
+    finally:
+        files.shutdown()
+        files.server_close()
+    with TestClient(create_app(det.det, ServeConfig(allow_urls=False))) as client:
+        off = client.post("/v1/detect", json={"url": "http://127.0.0.1:9/x.jpg"})
+        assert off.status_code == 403 and off.json()["error"]["kind"] == "urls_disabled"
+        assert client.get("/readyz").status_code == 200
