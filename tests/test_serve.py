@@ -224,3 +224,37 @@ def test_url_input_and_urls_off(server, tmp_path: Path) -> None:
         off = client.post("/v1/detect", json={"url": "http://127.0.0.1:9/x.jpg"})
         assert off.status_code == 403 and off.json()["error"]["kind"] == "urls_disabled"
         assert client.get("/readyz").status_code == 200
+
+
+def test_graceful_shutdown_finishes_in_flight_requests() -> None:
+    import uvicorn
+
+    from damofd.inference import FaceDetector
+    from damofd.serve.app import ServeConfig, create_app
+    from tests._synthetic_onnx import make_scrfd_like_onnx
+
+    tmp = Path(__import__("tempfile").mkdtemp())
+    onnx = make_scrfd_like_onnx(tmp / "m.onnx", strides=(8, 16, 32), num_anchors=2, batched=True)
+    det = _SlowDetector(FaceDetector.from_onnx(onnx, workers=0, threads=1), delay=0.5)
+    app = create_app(det, ServeConfig(max_batch_size=2, batch_timeout_ms=1))
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        futures = [
+            pool.submit(lambda: httpx.post(f"{base}/v1/detect", content=JPEG, timeout=60))
+            for _ in range(6)
+        ]
+        time.sleep(0.3)  # all six are in flight: three model calls of 0.5 s queued
+        srv.should_exit = True  # what SIGTERM/SIGINT do
+        codes = [f.result().status_code for f in futures]
+    t.join(30)
+    assert codes == [200] * 6 and not t.is_alive()
