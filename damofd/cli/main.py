@@ -28,6 +28,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "train": ("damofd.cli.train", "train a detector on WIDER FACE (CPU, GPU or torchrun DDP)"),
     "data": ("damofd.cli.data", "convert and check WIDER FACE annotations (labelv2)"),
     "zoo": ("damofd.cli.zoo", "list the model zoo"),
+    "align": ("damofd.cli.align", "aligned face crops (ArcFace 112x112) from the 5 keypoints"),
     "serve": ("damofd.cli.serve", "HTTP face-detection service with batching and a web page"),
 }
 
