@@ -131,6 +131,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-frames", type=positive_int, help="stop videos/cameras after N frames (N ≥ 1)"
     )
     parser.add_argument(
+        "--track",
+        action="store_true",
+        help="videos/cameras: follow faces across frames; records get 'tracks' with ids",
+    )
+    parser.add_argument(
+        "--keep-frames",
+        type=non_negative_int,
+        default=5,
+        help="with --track: keep a lost face's track this many frames (5)",
+    )
+    parser.add_argument(
         "--max-pixels",
         type=positive_int,
         metavar="N",
@@ -508,8 +519,21 @@ def run(args: argparse.Namespace) -> int:
                 else outs.name_for(src, base, suffix=".mp4")
             )
 
-        def on_frame(i: int, res: Any, _label: str = label) -> None:
-            outs.emit({**res.to_dict(), "path": _label, "frame": i})
+        tracker = None
+        if args.track:
+            from damofd.inference.anonymize import FaceTracker
+
+            tracker = FaceTracker(keep_frames=args.keep_frames)
+
+        def on_frame(i: int, res: Any, _label: str = label, _tracker: Any = tracker) -> None:
+            rec = {**res.to_dict(), "path": _label, "frame": i}
+            if _tracker is not None:
+                rec["tracks"] = [
+                    {"track": t.id, "box": t.box.tolist(), "score": t.score,
+                     "predicted": t.misses > 0}
+                    for t in _tracker.update(res.boxes, res.scores)
+                ]  # fmt: skip
+            outs.emit(rec)
 
         try:
             summary = process_video(

@@ -29,6 +29,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "data": ("damofd.cli.data", "convert and check WIDER FACE annotations (labelv2)"),
     "zoo": ("damofd.cli.zoo", "list the model zoo"),
     "align": ("damofd.cli.align", "aligned face crops (ArcFace 112x112) from the 5 keypoints"),
+    "anonymize": ("damofd.cli.anonymize", "hide faces in photos and videos (with tracking)"),
     "serve": ("damofd.cli.serve", "HTTP face-detection service with batching and a web page"),
 }
 

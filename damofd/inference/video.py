@@ -92,6 +92,7 @@ def process_video(
     max_frames: int | None = None,
     progress: bool = True,
     on_frame: Callable[[int, ImageResult], None] | None = None,
+    render: Callable[[np.ndarray, ImageResult], np.ndarray] | None = None,
 ) -> VideoSummary:
     """Detect faces in every frame of ``source`` (a video file or a camera index).
 
@@ -103,6 +104,8 @@ def process_video(
         max_frames: stop after this many frames (cameras run until interrupted otherwise).
         progress: show a tqdm progress bar on stderr.
         on_frame: called with ``(frame_index, result)`` for every frame, in order.
+        render: ``(frame, result) -> image`` written to ``output`` (default: the detections
+            drawn); called right after ``on_frame`` for the same frame.
     """
     src = source if isinstance(source, int) else os.fspath(source)
     if isinstance(src, str) and not Path(src).exists():
@@ -158,7 +161,7 @@ def process_video(
                         writer = cv2.VideoWriter(str(tmp), fourcc, fps, (size[1], size[0]))
                         if not writer.isOpened():
                             raise InputError(f"{out_path}: cannot open a video writer")
-                    writer.write(draw_faces(frame, res))
+                    writer.write((render or draw_faces)(frame, res))
                 frames += 1
                 if bar is not None:
                     bar.update(1)
