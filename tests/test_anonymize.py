@@ -99,3 +99,84 @@ def test_detect_track_gives_ids(assets: Path, tmp_path: Path, capsys) -> None:
     assert main(["detect", str(video), "--onnx", str(onnx), "--track", "--json"]) == 0
     recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [[t["track"] for t in r["tracks"]] for r in recs] == [[0]] * 4
+
+
+class _Forget:
+    """A detector that loses every face in the frames listed (score forced below threshold)."""
+
+    def __init__(self, det, missed: set[int]) -> None:
+        self.det, self.missed, self.seen = det, missed, 0
+
+    def __getattr__(self, name):
+        return getattr(self.det, name)
+
+    def predict(self, images, **kw):
+        from damofd.serve.batcher import filter_result
+
+        out = []
+        for res in self.det.predict(images, **kw):
+            out.append(filter_result(res, 1.1) if self.seen in self.missed else res)
+            self.seen += 1
+        return out
+
+
+@pytest.mark.assets
+def test_tracked_video_hides_a_face_the_detector_missed(assets: Path, tmp_path: Path) -> None:
+    from damofd.inference import FaceDetector
+    from damofd.inference.anonymize import anonymize_video
+
+    onnx = assets / "models" / "scrfd" / "det_500m.onnx"
+    if not onnx.is_file():
+        pytest.skip(f"asset missing: {onnx}")
+    face = cv2.imread(str(ROOT / "examples" / "astronaut.jpg"))[40:220, 140:320]  # 180×180
+    bg = cv2.resize(cv2.imread(str(assets / "images" / "dogs.jpg")), (640, 360))
+    video = tmp_path / "moving.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 360))
+    frames = []
+    for i in range(8):  # the face slides right by 30 px per frame
+        f = bg.copy()
+        x = 40 + 30 * i
+        f[90:270, x : x + 180] = face
+        frames.append((f, x))
+        w.write(f)
+    w.release()
+    det = FaceDetector.from_onnx(onnx, score_thr=0.5, batch_size=1, workers=0)
+
+    def face_changed(path: Path) -> list[float]:
+        cap = cv2.VideoCapture(str(path))
+        diffs = []
+        for f, x in frames:
+            ok, g = cap.read()
+            assert ok
+            inner = (slice(140, 220), slice(x + 50, x + 130))  # eyes to mouth
+            diffs.append(float(np.abs(g[inner].astype(int) - f[inner]).mean()))
+        cap.release()
+        return diffs
+
+    tracked = tmp_path / "tracked.mp4"
+    anonymize_video(_Forget(det, {4}), video, tracked, mode="solid", keep_frames=3)
+    untracked = tmp_path / "untracked.mp4"
+    anonymize_video(_Forget(det, {4}), video, untracked, mode="solid", track=False)
+    t, u = face_changed(tracked), face_changed(untracked)
+    assert min(t) > 40, t  # solid black over the face in every frame, frame 4 included
+    assert u[4] < 15 and min(u[:4] + u[5:]) > 40, u  # untracked: frame 4 exposed
+
+
+@pytest.mark.assets
+def test_alignment_on_t1_puts_keypoints_on_the_template(assets: Path) -> None:
+    from damofd.inference import FaceDetector
+    from damofd.inference.align import align_faces, alignment_template
+
+    onnx = assets / "models" / "scrfd" / "det_500m.onnx"
+    t1 = assets / "images" / "t1.jpg"
+    if not onnx.is_file() or not t1.is_file():
+        pytest.skip("asset missing: det_500m.onnx or t1.jpg")
+    img = cv2.imread(str(t1))
+    res = FaceDetector.from_onnx(onnx, workers=0).predict(img)[0]
+    crops = align_faces(img, res, size=112)
+    assert len(crops) == len(res) == 6
+    for c in crops:
+        mapped = np.c_[res.keypoints[c.index], np.ones(5)] @ c.matrix.T
+        err = np.linalg.norm(mapped - alignment_template(112), axis=1)
+        # the least-squares residual of a real face (pose, expression): a few pixels
+        assert err.mean() < 5.0 and err.max() < 12.0, err

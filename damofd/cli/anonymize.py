@@ -48,10 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from damofd.errors import ConfigError, InputError
     from damofd.inference import FaceDetector
-    from damofd.inference.anonymize import FaceTracker, anonymize_image
+    from damofd.inference.anonymize import anonymize_image, anonymize_video
     from damofd.inference.draw import write_image
     from damofd.inference.image_io import IMAGE_EXTENSIONS, load_image
-    from damofd.inference.video import VIDEO_EXTENSIONS, process_video
+    from damofd.inference.video import VIDEO_EXTENSIONS
     from damofd.io import atomic_write_text, ensure_writable_dir
 
     if args.onnx and args.model:
@@ -71,25 +71,16 @@ def run(args: argparse.Namespace) -> int:
     for path, base in items:
         rel = path.relative_to(base) if base is not None else Path(path.name)
         if path.suffix.lower() in VIDEO_EXTENSIONS:
-            tracker = FaceTracker(keep_frames=args.keep_frames)
-            shown: list = []
 
-            def on_frame(i: int, res, _path=path, _t=tracker, _shown=shown) -> None:
-                _shown[:] = _t.update(res.boxes, res.scores)
+            def on_frame(i: int, shown, _path=path) -> None:
                 boxes = [{"track": t.id, "box": t.box.tolist(), "score": t.score,
-                          "predicted": t.misses > 0} for t in _shown]  # fmt: skip
+                          "predicted": t.misses > 0} for t in shown]  # fmt: skip
                 records.append(json.dumps({"path": str(_path), "frame": i, "faces": boxes}))
 
-            def render(frame, res, _shown=shown):
-                import numpy as np
-
-                boxes = np.array([t.box for t in _shown]).reshape(-1, 4)
-                return anonymize_image(frame, boxes, mode=args.mode, box_scale=args.box_scale)
-
             try:
-                summary = process_video(
-                    det, path, out / rel.with_suffix(".mp4"), progress=False,
-                    on_frame=on_frame, render=render,
+                summary = anonymize_video(
+                    det, path, out / rel.with_suffix(".mp4"), mode=args.mode,
+                    box_scale=args.box_scale, keep_frames=args.keep_frames, on_frame=on_frame,
                 )  # fmt: skip
             except InputError as e:
                 n_failed += 1

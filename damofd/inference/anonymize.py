@@ -20,7 +20,14 @@ import numpy as np
 
 from damofd.errors import ConfigError
 
-__all__ = ["MODES", "FaceTracker", "Track", "anonymize_image", "scale_boxes"]
+__all__ = [
+    "MODES",
+    "FaceTracker",
+    "Track",
+    "anonymize_image",
+    "anonymize_video",
+    "scale_boxes",
+]
 
 MODES = ("blur", "pixelate", "solid", "mask")
 
@@ -150,3 +157,46 @@ class FaceTracker:
                 self.tracks.append(Track(self._next_id, boxes[c].copy(), float(scores[c])))
                 self._next_id += 1
         return list(self.tracks)
+
+
+def anonymize_video(
+    detector,
+    source,
+    output,
+    *,
+    mode: str = "blur",
+    box_scale: float = 1.3,
+    keep_frames: int = 5,
+    track: bool = True,
+    max_frames: int | None = None,
+    on_frame=None,
+):
+    """Write ``source`` (a video file or camera index) to ``output`` with every face hidden.
+
+    With ``track`` (default) faces are followed by a :class:`FaceTracker` and a face the
+    detector misses stays hidden for ``keep_frames`` frames; without it each frame hides only
+    its own detections. ``on_frame(index, tracks)`` receives the shown tracks of every frame.
+    Returns the :class:`~damofd.inference.video.VideoSummary`.
+    """
+    from damofd.inference.video import process_video
+
+    tracker = FaceTracker(keep_frames=keep_frames if track else 0)
+    shown: list[Track] = []
+
+    def step(i: int, res) -> None:
+        if track:
+            shown[:] = tracker.update(res.boxes, res.scores)
+        else:
+            shown[:] = [Track(k, b.astype(np.float64), float(s_))
+                        for k, (b, s_) in enumerate(zip(res.boxes, res.scores))]  # fmt: skip
+        if on_frame is not None:
+            on_frame(i, list(shown))
+
+    def render(frame: np.ndarray, res) -> np.ndarray:
+        boxes = np.array([t.box for t in shown], np.float64).reshape(-1, 4)
+        return anonymize_image(frame, boxes, mode=mode, box_scale=box_scale)
+
+    return process_video(
+        detector, source, output, max_frames=max_frames, progress=False, on_frame=step,
+        render=render,
+    )  # fmt: skip
