@@ -25,6 +25,7 @@ from damofd.cli.detect import (
     refuse_torch_flags,
     score_threshold,
 )
+from damofd.constants import WIDER_SCORE_THR
 from damofd.errors import ConfigError, DamoFDError
 
 HELP = "run a detector over WIDER images and evaluate it"
@@ -60,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--score-thr",
         type=score_threshold,
-        default=0.02,
+        default=WIDER_SCORE_THR,
         metavar="T",
         help="score threshold in [0, 1] (protocol: 0.02)",
     )

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from damofd.constants import WIDER_IMAGE_EXTENSIONS
 from damofd.errors import InputError
 
 __all__ = [
@@ -41,7 +42,7 @@ __all__ = [
     "read_predictions",
 ]
 
-_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+_IMAGE_EXTS = WIDER_IMAGE_EXTENSIONS
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 
 

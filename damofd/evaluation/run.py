@@ -50,6 +50,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from damofd.constants import WIDER_IMAGE_EXTENSIONS, WIDER_SCORE_THR
 from damofd.errors import ConfigError, DamoFDError, InputError
 from damofd.evaluation.ground_truth import GT_FILES, WiderGroundTruth, load_wider_gt
 from damofd.evaluation.predictions import image_name
@@ -68,8 +69,8 @@ __all__ = [
 ]
 
 #: Score threshold of the WIDER protocol (reference ``tools/test_widerface.py --thr``).
-DEFAULT_EVAL_SCORE_THR = 0.02
-_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+DEFAULT_EVAL_SCORE_THR = WIDER_SCORE_THR
+_IMAGE_EXTS = WIDER_IMAGE_EXTENSIONS
 _MANIFEST = "run.json"
 _RESULTS = "results.json"
 _MANIFEST_VERSION = 1

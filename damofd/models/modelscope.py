@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from damofd.constants import WIDER_SCORE_THR
 from damofd.errors import ConfigError, DamoFDError, InputError
 from damofd.io import read_json_object
 from damofd.models.configs import (
@@ -448,7 +449,7 @@ _TRAIN_CFG: dict[str, Any] = {
 _TEST_CFG: dict[str, Any] = {
     "nms_pre": -1,
     "min_bbox_size": 0,
-    "score_thr": 0.02,
+    "score_thr": WIDER_SCORE_THR,
     "nms": {"type": "nms", "iou_threshold": 0.45},
     "max_per_img": -1,
 }

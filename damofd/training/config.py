@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from damofd.constants import WIDER_SCORE_THR
 from damofd.errors import ConfigError
 from damofd.io import read_json_object
 
@@ -212,7 +213,7 @@ class EvalConfig:
     interval: int = 80
     metric: str = "hard"
     max_images: int = 0
-    score_thr: float = 0.02
+    score_thr: float = WIDER_SCORE_THR
     protocol: str = "vga"
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from damofd.constants import WIDER_IMAGE_EXTENSIONS, WIDER_SCORE_THR
 from damofd.errors import InputError
 from damofd.evaluation.ground_truth import SETTINGS, WiderGroundTruth, load_wider_gt
 from damofd.evaluation.widerface import WiderResult, evaluate_wider
@@ -33,7 +34,7 @@ from damofd.training.distributed import all_gather_object
 
 __all__ = ["Validator", "labelv2_ground_truth", "list_split_images"]
 
-_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+_IMAGE_EXTS = WIDER_IMAGE_EXTENSIONS
 
 
 def list_split_images(root: str | os.PathLike[str]) -> list[Path]:
@@ -103,7 +104,7 @@ class Validator:
         gt_dir: str | os.PathLike[str] | None = None,
         *,
         max_images: int = 0,
-        score_thr: float = 0.02,
+        score_thr: float = WIDER_SCORE_THR,
         protocol: str = "vga",
     ) -> None:
         self.val_root = Path(val_root)
