@@ -38,6 +38,16 @@ class _SlowDetector:
         return self.det.predict(images, **kw)
 
 
+def _post(*args, **kwargs):
+    kwargs.setdefault("timeout", 60)  # a loaded CI machine can be slow; never a flaky 5 s
+    return httpx.post(*args, **kwargs)
+
+
+def _get(*args, **kwargs):
+    kwargs.setdefault("timeout", 60)
+    return httpx.get(*args, **kwargs)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -66,7 +76,7 @@ def server():
     base = f"http://127.0.0.1:{port}"
     for _ in range(200):
         try:
-            if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+            if _get(base + "/readyz", timeout=1).status_code == 200:
                 break
         except httpx.HTTPError:
             pass
@@ -82,9 +92,9 @@ JPEG = ASTRONAUT.read_bytes()
 def test_input_forms_agree(server) -> None:
     base, _ = server
     forms = [
-        httpx.post(f"{base}/v1/detect", files={"image": ("a.jpg", JPEG, "image/jpeg")}),
-        httpx.post(f"{base}/v1/detect", content=JPEG, headers={"content-type": "image/jpeg"}),
-        httpx.post(f"{base}/v1/detect", json={"image": base64.b64encode(JPEG).decode()}),
+        _post(f"{base}/v1/detect", files={"image": ("a.jpg", JPEG, "image/jpeg")}),
+        _post(f"{base}/v1/detect", content=JPEG, headers={"content-type": "image/jpeg"}),
+        _post(f"{base}/v1/detect", json={"image": base64.b64encode(JPEG).decode()}),
     ]
     bodies = [r.json() for r in forms]
     assert [r.status_code for r in forms] == [200, 200, 200], bodies
@@ -96,15 +106,15 @@ def test_input_forms_agree(server) -> None:
 
 def test_parameters_and_formats(server) -> None:
     base, _ = server
-    low = httpx.post(f"{base}/v1/detect?score_thr=0.02", content=JPEG).json()
-    few = httpx.post(f"{base}/v1/detect?score_thr=0.02&max_faces=2", content=JPEG).json()
+    low = _post(f"{base}/v1/detect?score_thr=0.02", content=JPEG).json()
+    few = _post(f"{base}/v1/detect?score_thr=0.02&max_faces=2", content=JPEG).json()
     assert len(few["faces"]) == min(2, len(low["faces"]))
     assert few["faces"] == low["faces"][: len(few["faces"])]
-    nolm = httpx.post(f"{base}/v1/detect?score_thr=0.02&return_landmarks=false", content=JPEG)
+    nolm = _post(f"{base}/v1/detect?score_thr=0.02&return_landmarks=false", content=JPEG)
     assert all("keypoints" not in f for f in nolm.json()["faces"])
-    ms = httpx.post(f"{base}/v1/detect?score_thr=0.02&format=modelscope", content=JPEG).json()
+    ms = _post(f"{base}/v1/detect?score_thr=0.02&format=modelscope", content=JPEG).json()
     assert set(ms) == {"scores", "boxes", "keypoints"} and len(ms["scores"]) == len(low["faces"])
-    form = httpx.post(
+    form = _post(
         f"{base}/v1/detect",
         files={"image": ("a.jpg", JPEG, "image/jpeg")},
         data={"score_thr": "0.02", "max_faces": "1"},
@@ -114,21 +124,21 @@ def test_parameters_and_formats(server) -> None:
 
 def test_batch_draw_and_info_endpoints(server) -> None:
     base, _ = server
-    r = httpx.post(
+    r = _post(
         f"{base}/v1/detect/batch",
         files=[("images", ("a.jpg", JPEG, "image/jpeg")), ("images", ("b.jpg", b"junk", "x"))],
     )
     res = r.json()["results"]
     assert r.status_code == 200 and len(res) == 2
     assert res[0]["image_size"] == [512, 512] and res[1]["error"]["kind"] == "bad_image"
-    drawn = httpx.post(f"{base}/v1/draw", content=JPEG)
+    drawn = _post(f"{base}/v1/draw", content=JPEG)
     assert drawn.headers["content-type"] == "image/jpeg" and drawn.content[:2] == b"\xff\xd8"
-    png = httpx.post(f"{base}/v1/draw?format=png", content=JPEG)
+    png = _post(f"{base}/v1/draw?format=png", content=JPEG)
     assert png.content[:4] == b"\x89PNG"
-    assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
-    assert httpx.get(f"{base}/v1/models").json()["models"][0]["name"] == "synthetic"
-    assert "/v1/detect" in httpx.get(f"{base}/openapi.json").json()["paths"]
-    page = httpx.get(f"{base}/")
+    assert _get(f"{base}/healthz").json() == {"status": "ok"}
+    assert _get(f"{base}/v1/models").json()["models"][0]["name"] == "synthetic"
+    assert "/v1/detect" in _get(f"{base}/openapi.json").json()["paths"]
+    page = _get(f"{base}/")
     assert page.status_code == 200 and "v1/detect" in page.text
 
 
@@ -148,7 +158,7 @@ def test_batch_draw_and_info_endpoints(server) -> None:
 )
 def test_bad_input_is_a_json_4xx(server, kwargs, status, kind) -> None:
     base, _ = server
-    r = httpx.post(f"{base}/v1/detect", **kwargs)
+    r = _post(f"{base}/v1/detect", **kwargs)
     assert r.status_code == status, r.text
     assert r.json()["error"]["kind"] == kind and r.json()["error"]["message"]
 
@@ -159,26 +169,28 @@ def test_16bit_and_huge_images(server) -> None:
     base, _ = server
     img16 = (np.random.default_rng(0).random((64, 80, 3)) * 65535).astype(np.uint16)
     _, png16 = cv2.imencode(".png", img16)
-    r = httpx.post(f"{base}/v1/detect", content=png16.tobytes())
+    r = _post(f"{base}/v1/detect", content=png16.tobytes())
     assert r.status_code == 200 and r.json()["image_size"] == [80, 64]
     # a PNG header claiming 100000 × 100000 pixels: refused from the header, before decoding
     head = bytearray(cv2.imencode(".png", np.zeros((2, 2, 3), np.uint8))[1].tobytes())
     head[16:24] = (100000).to_bytes(4, "big") * 2
-    r = httpx.post(f"{base}/v1/detect", content=bytes(head))
+    r = _post(f"{base}/v1/detect", content=bytes(head))
     assert r.status_code == 413 and r.json()["error"]["kind"] == "too_large"
 
 
 def test_concurrent_requests_share_model_calls(server) -> None:
     base, det = server
     before = det.calls
+    det.delay = 0.5  # each model call is slow: requests queue behind it whatever the machine load
     n = 16
     with concurrent.futures.ThreadPoolExecutor(n) as pool:
-        codes = list(pool.map(lambda _: httpx.post(f"{base}/v1/detect", content=JPEG,
+        codes = list(pool.map(lambda _: _post(f"{base}/v1/detect", content=JPEG,
                                                    timeout=60).status_code, range(n)))  # fmt: skip
+    det.delay = 0.15
     assert codes == [200] * n
     calls = det.calls - before
     assert calls < n, f"{n} concurrent requests took {calls} model calls"
-    metrics = httpx.get(f"{base}/metrics").text
+    metrics = _get(f"{base}/metrics").text
     assert "damofd_batch_size_bucket" in metrics and "damofd_model_calls_total" in metrics
     assert 'damofd_requests_total{endpoint="detect",status="200"}' in metrics
 
@@ -187,7 +199,7 @@ def test_mixed_load_loses_no_valid_request(server) -> None:
     base, _ = server
     bodies = [JPEG if i % 10 else b"broken" for i in range(30)]
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
-        codes = list(pool.map(lambda b: httpx.post(f"{base}/v1/detect", content=b,
+        codes = list(pool.map(lambda b: _post(f"{base}/v1/detect", content=b,
                                                    timeout=60).status_code, bodies))  # fmt: skip
     assert codes.count(200) == 27 and codes.count(422) == 3
 
@@ -213,9 +225,9 @@ def test_url_input_and_urls_off(server, tmp_path: Path) -> None:
     threading.Thread(target=files.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{files.server_address[1]}/a.jpg"
-        r = httpx.post(f"{base}/v1/detect", json={"url": url}, timeout=30)
+        r = _post(f"{base}/v1/detect", json={"url": url}, timeout=30)
         assert r.status_code == 200 and r.json()["image_size"] == [512, 512]
-        missing = httpx.post(f"{base}/v1/detect", json={"url": url + ".nope"}, timeout=30)
+        missing = _post(f"{base}/v1/detect", json={"url": url + ".nope"}, timeout=30)
         assert missing.status_code == 422 and "404" in missing.json()["error"]["message"]
     finally:
         files.shutdown()
@@ -244,13 +256,13 @@ def test_graceful_shutdown_finishes_in_flight_requests() -> None:
     base = f"http://127.0.0.1:{port}"
     for _ in range(200):
         try:
-            if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+            if _get(base + "/readyz", timeout=1).status_code == 200:
                 break
         except httpx.HTTPError:
             time.sleep(0.05)
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         futures = [
-            pool.submit(lambda: httpx.post(f"{base}/v1/detect", content=JPEG, timeout=60))
+            pool.submit(lambda: _post(f"{base}/v1/detect", content=JPEG, timeout=60))
             for _ in range(6)
         ]
         time.sleep(0.3)  # all six are in flight: three model calls of 0.5 s queued
@@ -258,3 +270,26 @@ def test_graceful_shutdown_finishes_in_flight_requests() -> None:
         codes = [f.result().status_code for f in futures]
     t.join(30)
     assert codes == [200] * 6 and not t.is_alive()
+
+
+def test_batcher_survives_cancelled_requests() -> None:
+    from damofd.inference import FaceDetector
+    from damofd.serve.batcher import DynamicBatcher
+    from tests._synthetic_onnx import make_scrfd_like_onnx
+
+    tmp = Path(__import__("tempfile").mkdtemp())
+    onnx = make_scrfd_like_onnx(tmp / "m.onnx", strides=(8, 16, 32), num_anchors=2, batched=True)
+    det = _SlowDetector(FaceDetector.from_onnx(onnx, workers=0, threads=1), delay=0.3)
+    b = DynamicBatcher(det, max_batch_size=4, batch_timeout_ms=50)
+    img = np.zeros((64, 64, 3), np.uint8)
+    first = b.submit(img, 0.5)  # occupies the model for 0.3 s
+    time.sleep(0.1)
+    gone = [b.submit(img, 0.5) for _ in range(3)]
+    for f in gone:
+        assert f.cancel()  # clients that went away before their batch ran
+    kept = b.submit(img, 0.5)
+    assert first.result(10).image_size == (64, 64)
+    assert kept.result(10).image_size == (64, 64)
+    assert b.alive and sum(det.sizes) == 2  # the cancelled images never reached the model
+    b.close()
+    assert not b.alive

@@ -350,6 +350,11 @@ def _locate_bad_token(headers: list[_Header], bodies: list[bytes]) -> InputError
     return InputError(f"{headers[0].source}: could not parse the prediction rows")
 
 
+#: widths/heights below minus this many pixels make a prediction file an error (a few 1e-5 px
+#: below zero come from float rounding of degenerate boxes, in the reference's files too)
+NEGATIVE_SIZE_TOLERANCE = 1.0
+
+
 def _parse_files(files: Iterable[tuple[str, str, bytes]], check_count: bool) -> WiderPredictions:
     headers: list[_Header] = []
     bodies: list[bytes] = []
@@ -417,10 +422,13 @@ def _parse_files(files: Iterable[tuple[str, str, bytes]], check_count: bool) -> 
     offsets = np.zeros(n_files + 1, dtype=np.int64)
     np.cumsum(rows_per_file, out=offsets[1:])
     rows = values.reshape(-1, 5)
-    neg = np.flatnonzero((rows[:, 2] < 0) | (rows[:, 3] < 0))
+    neg = np.flatnonzero(
+        (rows[:, 2] < -NEGATIVE_SIZE_TOLERANCE) | (rows[:, 3] < -NEGATIVE_SIZE_TOLERANCE)
+    )
     if neg.size:
-        # a negative width/height is a box written as x1 y1 x2 y2, or a sign error: the protocol
-        # would silently count it as a zero-overlap false positive
+        # a clearly negative width/height is a box written as x1 y1 x2 y2, or a sign error: the
+        # protocol would silently count it as a zero-overlap false positive. Rounding in the
+        # decoder gives degenerate boxes a few 1e-5 px negative, which the reference writes too.
         r = int(neg[0])
         k = int(np.searchsorted(offsets, r, side="right") - 1)
         lines = [i for i, ln in enumerate(bodies[k].split(b"\n")) if ln.split()]
@@ -428,7 +436,8 @@ def _parse_files(files: Iterable[tuple[str, str, bytes]], check_count: bool) -> 
         more = f" ({neg.size} such rows in all)" if neg.size > 1 else ""
         raise InputError(
             f"{headers[k].source}:{local + 3}: negative width or height "
-            f"(w={rows[r, 2]:g}, h={rows[r, 3]:g}); rows are 'x y w h score' with w, h >= 0"
+            f"(w={rows[r, 2]:g}, h={rows[r, 3]:g}); rows are 'x y w h score' with w, h >= 0 "
+            f"(x1 y1 x2 y2 written instead?)"
             f"{more}"
         )
     return WiderPredictions(

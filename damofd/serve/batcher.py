@@ -139,7 +139,7 @@ class DynamicBatcher:
             if first is None:
                 break
             batch, stop = self._collect(first)
-            self._run(batch)
+            self._run_safely(batch)
         # drain what arrived before the stop sentinel
         while True:
             try:
@@ -147,7 +147,21 @@ class DynamicBatcher:
             except queue.Empty:
                 break
             if job is not None:
-                self._run([job])
+                self._run_safely([job])
+
+    def _run_safely(self, batch: list[_Job]) -> None:
+        """Run a batch; nothing may kill the thread (a dead batcher would fail every later
+        request)."""
+        # a request whose client went away cancels its future: drop it before the model call
+        live = [j for j in batch if j.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        try:
+            self._run(live)
+        except Exception as e:  # a bug in the metrics hook or result filtering
+            for j in live:
+                if not j.future.done():
+                    j.future.set_exception(e)
 
     def _run(self, batch: list[_Job]) -> None:
         t0 = time.perf_counter()
@@ -168,6 +182,7 @@ class DynamicBatcher:
             self.model_calls += 1
         dt = time.perf_counter() - t0
         for j, r in zip(batch, results):
-            j.future.set_result(filter_result(r, j.score_thr, j.max_faces))
+            if not j.future.done():
+                j.future.set_result(filter_result(r, j.score_thr, j.max_faces))
         if self.on_batch is not None:
             self.on_batch(BatchStats(size=len(batch), wait_s=wait, inference_s=dt))
