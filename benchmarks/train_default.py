@@ -6,6 +6,7 @@ them and anyone can run them by hand::
     python benchmarks/train_default.py data                 # held-out 5 % split (seed 0)
     python benchmarks/train_default.py patch    [--minutes M]   # 320-px patch training, resumable
     python benchmarks/train_default.py finetune [--minutes M]   # short 640-px fine-tune, resumable
+    python benchmarks/train_default.py wide [--minutes M]       # 640-px, wide crop scales
     python benchmarks/train_default.py bundle  --checkpoint runs/default-0.5g-kps-640/latest.pth
     python benchmarks/train_default.py card   [--bench bench_infer.json]  # docs/model-card.md
 
@@ -53,6 +54,16 @@ PATCH_ARGS = [
 # the 0.5G recipe's RandomSquareCrop scales, pinned so every architecture trains identically
 CROP_640 = "[1.0,1.2,1.4,1.6,1.8,2.0]"
 CROP_320 = "[0.5,0.6,0.7,0.8,0.9,1.0]"
+# SCRFD's wider range: crops down to 0.3 of the short side enlarge faces up to 3x, so the model
+# also sees the large faces that 320-px patches cannot hold (close-up portraits)
+CROP_WIDE = "[0.3,0.45,0.6,0.8,1.0,1.2,1.4,1.6,1.8,2.0]"
+WIDE_DIR = RUNS / "default-0.5g-kps-640w"
+WIDE_ARGS = [
+    "--lr-policy", "cosine", "--lr", "0.001", "--warmup-iters", "30", "--epochs", "4",
+    "--batch-size", "8", "--workers", "1", "--threads", "2", "--device", "cpu", "--seed", "0",
+    "--eval-every", "2", "--checkpoint-every", "2", "--checkpoint-every-iters", "50",
+    "--no-progress",
+]  # fmt: skip
 FINETUNE_ARGS = [
     "--lr-policy", "cosine", "--lr", "0.001", "--warmup-iters", "50", "--epochs", "6",
     "--batch-size", "8", "--workers", "1", "--threads", "2", "--device", "cpu", "--seed", "0",
@@ -133,6 +144,17 @@ def stage_finetune(args: argparse.Namespace) -> int:
     resume = _resume_flag(finetune_dir)
     pin = ["--set", f"data.crop_choice={CROP_640}"]
     argv = _train_common(a, finetune_dir, args.model) + FINETUNE_ARGS + pin
+    return _damofd(argv + (resume or start) + limit)
+
+
+def stage_wide(args: argparse.Namespace) -> int:
+    """Stage 3: a short 640-px fine-tune with SCRFD's wide crop range (large faces)."""
+    a = _assets()
+    limit = ["--time-limit", str(args.minutes)] if args.minutes else []
+    start = ["--load-from", str(args.start or FINETUNE_DIR / "latest.pth")]
+    resume = _resume_flag(WIDE_DIR)
+    pin = ["--set", f"data.crop_choice={CROP_WIDE}"]
+    argv = _train_common(a, WIDE_DIR) + WIDE_ARGS + pin
     return _damofd(argv + (resume or start) + limit)
 
 
@@ -217,7 +239,11 @@ def stage_bundle(args: argparse.Namespace) -> int:
         lm["det_500m.onnx"] = _landmarks(FaceDetector.from_onnx(a["det_500m"], score_thr=0.5), a)
     print("landmarks", lm, flush=True)
 
-    hours = {"patch": _train_hours(PATCH_DIR), "finetune": _train_hours(FINETUNE_DIR)}
+    hours = {
+        "patch": _train_hours(PATCH_DIR),
+        "finetune": _train_hours(FINETUNE_DIR),
+        "wide": _train_hours(WIDE_DIR),
+    }
     cmd = "python benchmarks/train_default.py"
     entry = {
         "files": {
@@ -246,12 +272,18 @@ def stage_bundle(args: argparse.Namespace) -> int:
         "halved), SGD lr 0.01 momentum 0.9 wd 5e-4, batch 8, 300 warm-up iterations, cosine "
         f"to 1 %, {PATCH_ARGS[PATCH_ARGS.index('--epochs') + 1]} epochs; then 640-px "
         f"fine-tune, lr 0.001 cosine, {FINETUNE_ARGS[FINETUNE_ARGS.index('--epochs') + 1]} "
-        "epochs; QFL + DIoU + keypoint loss; seed 0",
-        "command": f"{cmd} data && {cmd} patch && {cmd} finetune && {cmd} bundle "
-        f"--checkpoint {FINETUNE_DIR}/latest.pth",
-        "cpu_hours": round(2 * (hours["patch"] + hours["finetune"]), 2),
+        "epochs; then 640-px with SCRFD's wide crop scales 0.3-2.0 (large faces), lr 0.001 "
+        f"cosine, {WIDE_ARGS[WIDE_ARGS.index('--epochs') + 1]} epochs (stages actually run: "
+        f"{', '.join(k for k, v in hours.items() if v > 0)}); QFL + DIoU + keypoint loss; seed 0",
+        "command": f"{cmd} data && {cmd} patch && {cmd} finetune && {cmd} wide && {cmd} bundle "
+        f"--checkpoint {ckpt}",
+        "cpu_hours": round(2 * sum(hours.values()), 2),
         "wall_hours_2_threads": {k: round(v, 2) for k, v in hours.items()},
-        "val_curve": {"patch": _val_curve(PATCH_DIR), "finetune": _val_curve(FINETUNE_DIR)},
+        "val_curve": {
+            "patch": _val_curve(PATCH_DIR),
+            "finetune": _val_curve(FINETUNE_DIR),
+            "wide": _val_curve(WIDE_DIR),
+        },
         "licence": "weights: Apache-2.0, as damofd's code. They were trained on WIDER FACE, whose "
         "images and annotations are released for non-commercial research (CC BY-NC-ND); "
         "whether a model trained on them may be used commercially is not settled by that "
@@ -283,7 +315,11 @@ def _curve_png(out: Path) -> bool:
         return False
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     offset = 0
-    for label, wd in (("320-px patches", PATCH_DIR), ("640-px fine-tune", FINETUNE_DIR)):
+    for label, wd in (
+        ("320-px patches", PATCH_DIR),
+        ("640-px fine-tune", FINETUNE_DIR),
+        ("640-px, wide crops", WIDE_DIR),
+    ):
         log = wd / "log.jsonl"
         if not log.is_file():
             continue
@@ -363,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--model", default=NAME, help=f"architecture (default {NAME})")
         if name == "finetune":
             p.add_argument("--start", help="checkpoint to start from (default: patch latest)")
+    wide = sub.add_parser("wide", help="640-px fine-tune with wide crop scales (resumable)")
+    wide.add_argument("--minutes", type=float, help="time limit of this session")
+    wide.add_argument("--start", help="checkpoint to start from (default: finetune latest)")
     b = sub.add_parser("bundle", help="strip, export, evaluate, write damofd/weights/")
     b.add_argument("--checkpoint", required=True)
     c = sub.add_parser("card", help="print the model card's measured tables, draw its curve")
@@ -372,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": stage_data,
         "patch": stage_patch,
         "finetune": stage_finetune,
+        "wide": stage_wide,
         "bundle": stage_bundle,
         "card": stage_card,
     }[args.stage](args)
