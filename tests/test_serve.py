@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import socket
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests._serve_util import running_server
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -48,15 +49,8 @@ def _get(*args, **kwargs):
     return httpx.get(*args, **kwargs)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
-    import uvicorn
 
     from damofd.inference import FaceDetector
     from damofd.serve.app import ServeConfig, create_app
@@ -69,21 +63,8 @@ def server():
         max_batch_size=8, batch_timeout_ms=30, max_body_mb=1, score_thr=0.5, allow_urls=True
     )
     app = create_app(det, cfg, model_name="synthetic")
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if _get(base + "/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    yield base, det
-    srv.should_exit = True
-    t.join(10)
+    with running_server(app) as (base, _srv):
+        yield base, det
 
 
 JPEG = ASTRONAUT.read_bytes()
@@ -239,7 +220,6 @@ def test_url_input_and_urls_off(server, tmp_path: Path) -> None:
 
 
 def test_graceful_shutdown_finishes_in_flight_requests() -> None:
-    import uvicorn
 
     from damofd.inference import FaceDetector
     from damofd.serve.app import ServeConfig, create_app
@@ -249,17 +229,11 @@ def test_graceful_shutdown_finishes_in_flight_requests() -> None:
     onnx = make_scrfd_like_onnx(tmp / "m.onnx", strides=(8, 16, 32), num_anchors=2, batched=True)
     det = _SlowDetector(FaceDetector.from_onnx(onnx, workers=0, threads=1), delay=0.5)
     app = create_app(det, ServeConfig(max_batch_size=2, batch_timeout_ms=1))
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if _get(base + "/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.05)
+    with running_server(app) as (base, srv):
+        _graceful_check(base, srv)
+
+
+def _graceful_check(base: str, srv) -> None:
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         futures = [
             pool.submit(lambda: _post(f"{base}/v1/detect", content=JPEG, timeout=60))
@@ -268,8 +242,7 @@ def test_graceful_shutdown_finishes_in_flight_requests() -> None:
         time.sleep(0.3)  # all six are in flight: three model calls of 0.5 s queued
         srv.should_exit = True  # what SIGTERM/SIGINT do
         codes = [f.result().status_code for f in futures]
-    t.join(30)
-    assert codes == [200] * 6 and not t.is_alive()
+    assert codes == [200] * 6
 
 
 def test_batcher_survives_cancelled_requests() -> None:

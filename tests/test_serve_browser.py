@@ -6,14 +6,12 @@ Skipped, with the reason, only when the browser cannot be started here.
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
+
+from tests._serve_util import running_server
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -21,12 +19,6 @@ httpx = pytest.importorskip("httpx")
 webdriver = pytest.importorskip("selenium.webdriver")
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _browser():
@@ -50,10 +42,6 @@ def _browser():
 
 @pytest.mark.slow
 def test_page_uploads_and_draws(assets: Path, tmp_path: Path) -> None:
-    import uvicorn
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     from damofd.inference import FaceDetector
     from damofd.serve.app import ServeConfig, create_app
@@ -63,19 +51,17 @@ def test_page_uploads_and_draws(assets: Path, tmp_path: Path) -> None:
         pytest.skip(f"asset missing: {photo}")
     det = FaceDetector(score_thr=0.02)
     app = create_app(det, ServeConfig(), model_name=det.model_label)
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    expected = len(httpx.post(f"{base}/v1/detect", content=photo.read_bytes()).json()["faces"])
+    with running_server(app) as (base, _srv):
+        _check_page(base, photo, tmp_path)
+
+
+def _check_page(base: str, photo: Path, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    resp = httpx.post(f"{base}/v1/detect", content=photo.read_bytes(), timeout=60)
+    expected = len(resp.json()["faces"])
     browser = _browser()
     try:
         browser.get(base + "/")
@@ -97,10 +83,5 @@ def test_page_uploads_and_draws(assets: Path, tmp_path: Path) -> None:
         shot = tmp_path / "serve_page.png"
         browser.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
-        keep = os.environ.get("DAMOFD_SCREENSHOT_TO")  # docs/serve_page.png is made this way
-        if keep:
-            shutil.copy(shot, keep)
     finally:
         browser.quit()
-        srv.should_exit = True
-        thread.join(10)
