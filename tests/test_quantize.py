@@ -48,3 +48,24 @@ def test_int8_needs_calibration_photos(tmp_path: Path, capsys) -> None:
     rc = main(["export", "--out", str(tmp_path / "q.onnx"), "--int8", "--calib",
                str(tmp_path / "empty")])  # fmt: skip
     assert rc == 2 and "holds no images" in capsys.readouterr().err
+
+
+def test_int8_of_an_existing_opset11_file(tmp_path: Path, capsys) -> None:
+    """The bundled ONNX (like the official SCRFD files) is opset 11; per-channel QDQ needs 13,
+    so the file is converted before quantisation and the result loads."""
+    import cv2
+    import onnx
+
+    from damofd.cli.main import main
+    from damofd.inference import FaceDetector
+    from damofd.models.bundled import bundled_file
+
+    fp32 = bundled_file("damofd-0.5g-kps", "onnx")
+    assert max(o.version for o in onnx.load(str(fp32)).opset_import if o.domain == "") < 13
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    cv2.imwrite(str(calib / "a.jpg"), cv2.imread(str(PHOTO)))
+    out = tmp_path / "q.onnx"
+    assert main(["export", str(fp32), "--out", str(out), "--int8", "--calib", str(calib)]) == 0
+    res = FaceDetector.from_onnx(out, workers=0, score_thr=0.05).predict(str(PHOTO))[0]
+    assert res.error is None and len(res) >= 1

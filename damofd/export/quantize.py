@@ -82,6 +82,21 @@ def quantize_int8(
         root.setLevel(level)
 
 
+def _at_least_opset_13(path: Path, tmp: Path) -> Path:
+    """Per-channel QDQ (DequantizeLinear with ``axis``) needs opset 13; older files (our default
+    export and the official SCRFD files use opset 11) are converted first."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(path))
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset >= 13:
+        return path
+    out = tmp / "opset13.onnx"
+    onnx.save(version_converter.convert_version(model, 13), str(out))
+    return out
+
+
 def _quantize(fp32, out, images, input_name: str, per_channel: bool, size: int) -> Path:
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -103,6 +118,7 @@ def _quantize(fp32, out, images, input_name: str, per_channel: bool, size: int) 
             return None if blob is None else {input_name: blob}
 
     with tempfile.TemporaryDirectory() as tmp:
+        fp32 = _at_least_opset_13(Path(fp32), Path(tmp))
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         q = Path(tmp) / "int8.onnx"
