@@ -220,3 +220,19 @@ def test_remove_stale_tmp_keeps_fresh_files(tmp_path: Path) -> None:
     assert remove_stale_tmp(tmp_path, min_age_s=600, recursive=True) == [old]
     assert fresh.exists() and keep.exists()
     assert remove_stale_tmp(tmp_path) == [fresh]
+
+
+@pytest.mark.assets
+def test_detect_checks_model_against_onnx_weights_and_max_pixels(assets: Path, capsys) -> None:
+    from damofd.cli.main import main
+
+    onnx = assets / "models" / "scrfd" / "det_500m.onnx"
+    if not onnx.is_file():
+        pytest.skip(f"asset missing: {onnx}")
+    photo = str(Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg")
+    assert main(["detect", photo, "--model", "damofd-0.5g", "--weights", str(onnx)]) == 2
+    err = capsys.readouterr().err
+    assert "holds a scrfd-500m-kps model, not --model damofd-0.5g" in err
+    assert main(["detect", photo, "--onnx", str(onnx), "--max-pixels", "1000"]) == 1
+    err = capsys.readouterr().err
+    assert "above the limit of 1,000" in err and "--max-pixels" in err
