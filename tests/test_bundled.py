@@ -160,8 +160,8 @@ def test_default_finds_the_six_faces_of_t1(assets: Path) -> None:
     is matched at IoU >= 0.5 by a bundled-model detection scoring >= 0.3. The bundled model
     scores lower than insightface's (it was trained on 1,177 images for ~4 CPU-hours): at the
     API's default 0.5 it keeps three of them (docs/model-card.md)."""
-    from damofd.evaluation.landmarks import _iou
     from damofd.inference import FaceDetector
+    from damofd.ops.numpy_nms import box_iou_numpy
 
     t1 = assets / "images" / "t1.jpg"
     ref_model = assets / "models" / "scrfd" / "det_500m.onnx"
@@ -170,6 +170,6 @@ def test_default_finds_the_six_faces_of_t1(assets: Path) -> None:
     ref = FaceDetector.from_onnx(ref_model, workers=0).predict(str(t1))[0]
     assert len(ref) == 6
     ours = FaceDetector(score_thr=0.3).predict(str(t1))[0]
-    iou = _iou(ref.boxes.astype(float), ours.boxes.astype(float))
+    iou = box_iou_numpy(ref.boxes, ours.boxes)
     assert (iou.max(axis=1) >= 0.5).all(), iou.max(axis=1)
     assert len(ours) <= 8  # and not a flood of false positives

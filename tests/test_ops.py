@@ -120,3 +120,16 @@ def test_numpy_ops_do_not_import_torch() -> None:
         "import damofd.inference; assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_box_iou_numpy_equals_the_torch_op() -> None:
+    from damofd.ops import box_iou, box_iou_numpy
+
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 100, (7, 2))
+    a = np.concatenate([xy, xy + rng.uniform(0, 50, (7, 2))], axis=1)
+    xy = rng.uniform(0, 100, (5, 2))
+    b = np.concatenate([xy, xy + rng.uniform(0, 50, (5, 2))], axis=1)
+    b[0] = [10, 10, 10, 30]  # zero area
+    ref = box_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    np.testing.assert_allclose(box_iou_numpy(a, b), np.nan_to_num(ref), atol=1e-12)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from damofd.data.labelv2 import ImageAnnotation
+from damofd.ops.numpy_nms import box_iou_numpy
 
 __all__ = ["LandmarkResult", "landmark_nme"]
 
@@ -60,17 +61,6 @@ class LandmarkResult:
         }
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(A, B) IoU of xyxy boxes (no +1 convention)."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
 def landmark_nme(
     predictions: Mapping[str, Prediction],
     annotations: Sequence[ImageAnnotation],
@@ -93,7 +83,7 @@ def landmark_nme(
         boxes, scores, kps = pred
         if kps is None or not len(boxes):
             continue
-        iou = _iou(np.asarray(boxes, np.float64), gt_boxes)
+        iou = box_iou_numpy(boxes, gt_boxes)
         taken = np.zeros(len(gt_boxes), dtype=bool)
         for i in np.argsort(-np.asarray(scores), kind="stable"):
             cand = np.where(~taken & (iou[i] >= iou_thr), iou[i], -1.0)

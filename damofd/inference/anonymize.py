@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from damofd.errors import ConfigError
+from damofd.ops.numpy_nms import box_iou_numpy
 
 __all__ = [
     "MODES",
@@ -84,15 +85,6 @@ def anonymize_image(
     return out
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(2)
-    area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(1)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
-
-
 @dataclass
 class Track:
     """A face followed across frames: id, smoothed box, velocity, frames since last seen."""
@@ -137,7 +129,7 @@ class FaceTracker:
         matched_t: set[int] = set()
         matched_d: set[int] = set()
         if self.tracks and len(boxes):
-            iou = _iou(np.stack([t.box for t in self.tracks]), boxes)
+            iou = box_iou_numpy(np.stack([t.box for t in self.tracks]), boxes)
             rows, cols = linear_sum_assignment(-iou)
             for r, c in zip(rows, cols):
                 if iou[r, c] >= self.iou_thr:

@@ -36,6 +36,7 @@ _LAZY: dict[str, str] = {
         ),
         "damofd.ops.boxes",
     ),
+    "box_iou_numpy": "damofd.ops.numpy_nms",
     "nms_numpy": "damofd.ops.numpy_nms",
 }
 

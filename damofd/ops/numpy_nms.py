@@ -9,9 +9,22 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["nms_numpy"]
+__all__ = ["box_iou_numpy", "nms_numpy"]
 
 _MATRIX_LIMIT = 256  # above this many boxes, NMS shrinks the candidate set instead of an N×N matrix
+
+
+def box_iou_numpy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(A, B) IoU of ``xyxy`` boxes (float64, no +1 convention; 0 where the union is empty)."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
+    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def nms_numpy(
