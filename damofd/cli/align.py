@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
+from damofd.cli._files import collect_files
 from damofd.cli._types import positive_int, score_threshold
 
 HELP = "aligned face crops (ArcFace 112x112) from the five keypoints"
@@ -55,16 +55,10 @@ def run(args: argparse.Namespace) -> int:
     det = FaceDetector.from_pretrained(
         args.onnx or args.model, score_thr=args.score_thr, max_faces=args.max_faces or 0
     )
-    items: list[tuple[Path, Path | None]] = []
-    for s in args.inputs:
-        p = Path(s)
-        if p.is_dir():
-            items += [(f, p) for f in sorted(p.rglob("*")) if f.suffix.lower() in IMAGE_EXTENSIONS]
-        else:
-            items.append((p, None))
+    items = collect_files(args.inputs, IMAGE_EXTENSIONS)
     n_crops = n_skipped = n_failed = 0
     lines = []
-    for path, base in items:
+    for path, rel, _ in items:
         try:
             img = load_image(path)
         except InputError as e:
@@ -72,7 +66,6 @@ def run(args: argparse.Namespace) -> int:
             sys.stderr.write(f"damofd align: skipped {e}\n")
             continue
         res = det.predict(img)[0]
-        rel = path.relative_to(base) if base is not None else Path(path.name)
         crops = align_faces(img, res, size=args.size, margin=args.margin)
         n_skipped += len(res) - len(crops)
         for c in crops:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
+from damofd.cli._files import collect_files
 from damofd.cli._types import non_negative_int, positive_float, score_threshold
 
 HELP = "hide faces in photos and videos (blur, pixelate, solid, mask; video face tracking)"
@@ -58,18 +58,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give --model or --onnx, not both")
     out = ensure_writable_dir(args.out, "--out")
     det = FaceDetector.from_pretrained(args.onnx or args.model, score_thr=args.score_thr)
-    items: list[tuple[Path, Path | None]] = []
-    for s in args.inputs:
-        p = Path(s)
-        if p.is_dir():
-            exts = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
-            items += [(f, p) for f in sorted(p.rglob("*")) if f.suffix.lower() in exts]
-        else:
-            items.append((p, None))
+    items = collect_files(args.inputs, IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
     records: list[str] = []
     n_images = n_videos = n_faces = n_failed = 0
-    for path, base in items:
-        rel = path.relative_to(base) if base is not None else Path(path.name)
+    for path, rel, _ in items:
         if path.suffix.lower() in VIDEO_EXTENSIONS:
 
             def on_frame(i: int, shown, _path=path) -> None:
