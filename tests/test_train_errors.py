@@ -29,9 +29,15 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _trainer(data: Path, work: Path, **extra):
+def _trainer(data: Path, work: Path, *, build: dict | None = None, **extra):
+    """A 3-epoch tiny run; ``extra`` are config keys, ``build`` more build_trainer arguments."""
     return build_trainer(
-        "damofd-0.5g", work, train_root=data, total_epochs=3, overrides=tiny_settings(**extra)
+        "damofd-0.5g",
+        work,
+        train_root=data,
+        total_epochs=3,
+        overrides=tiny_settings(**extra),
+        **(build or {}),
     )
 
 
@@ -208,25 +214,11 @@ def test_existing_run_is_not_overwritten(small_data: Path, tmp_path: Path) -> No
         _trainer(small_data, work).train()
     assert (work / "latest.pth").read_bytes() == before  # untouched
     # --resume continues and removes the stale temporary file
-    resumed = build_trainer(
-        "damofd-0.5g",
-        work,
-        train_root=small_data,
-        total_epochs=3,
-        overrides=tiny_settings(max_iters=3),
-        resume_from=True,
-    ).train()
+    resumed = _trainer(small_data, work, max_iters=3, build={"resume_from": True}).train()
     assert resumed.iters == 3 and first.iters == 2
     assert not list(work.glob(".*.tmp"))
     # --force starts over
-    again = build_trainer(
-        "damofd-0.5g",
-        work,
-        train_root=small_data,
-        total_epochs=3,
-        overrides=tiny_settings(max_iters=1),
-        overwrite=True,
-    ).train()
+    again = _trainer(small_data, work, max_iters=1, build={"overwrite": True}).train()
     assert again.iters == 1
 
 
