@@ -58,18 +58,22 @@ CROP_320 = "[0.5,0.6,0.7,0.8,0.9,1.0]"
 # also sees the large faces that 320-px patches cannot hold (close-up portraits)
 CROP_WIDE = "[0.3,0.45,0.6,0.8,1.0,1.2,1.4,1.6,1.8,2.0]"
 WIDE_DIR = RUNS / "default-0.5g-kps-640w"
-WIDE_ARGS = [
-    "--lr-policy", "cosine", "--lr", "0.001", "--warmup-iters", "30", "--epochs", "4",
+# the 640-px stages differ only in warm-up and length
+_FINE_COMMON = [
     "--batch-size", "8", "--workers", "1", "--threads", "2", "--device", "cpu", "--seed", "0",
     "--eval-every", "2", "--checkpoint-every", "2", "--checkpoint-every-iters", "50",
     "--no-progress",
 ]  # fmt: skip
-FINETUNE_ARGS = [
-    "--lr-policy", "cosine", "--lr", "0.001", "--warmup-iters", "50", "--epochs", "6",
-    "--batch-size", "8", "--workers", "1", "--threads", "2", "--device", "cpu", "--seed", "0",
-    "--eval-every", "2", "--checkpoint-every", "2", "--checkpoint-every-iters", "50",
-    "--no-progress",
-]  # fmt: skip
+
+
+def _fine_args(warmup: int, epochs: int) -> list[str]:
+    """A 640-px fine-tune: lr 0.001 with a cosine decay."""
+    lr = ["--lr-policy", "cosine", "--lr", "0.001", "--warmup-iters", str(warmup)]
+    return [*lr, "--epochs", str(epochs), *_FINE_COMMON]
+
+
+FINETUNE_ARGS = _fine_args(warmup=50, epochs=6)
+WIDE_ARGS = _fine_args(warmup=30, epochs=4)
 
 
 def _assets() -> dict[str, Path]:
@@ -136,26 +140,26 @@ def stage_patch(args: argparse.Namespace) -> int:
     return _damofd(argv + _resume_flag(patch_dir) + limit)
 
 
-def stage_finetune(args: argparse.Namespace) -> int:
+def _fine_tune(
+    args: argparse.Namespace, work_dir: Path, start: Path, run_args: list[str], crops: str
+) -> int:
+    """A 640-px stage in ``work_dir``: resumes it, else starts from ``--start`` or ``start``."""
     a = _assets()
-    patch_dir, finetune_dir = _dirs(args.model)
     limit = ["--time-limit", str(args.minutes)] if args.minutes else []
-    start = ["--load-from", str(args.start or patch_dir / "latest.pth")]
-    resume = _resume_flag(finetune_dir)
-    pin = ["--set", f"data.crop_choice={CROP_640}"]
-    argv = _train_common(a, finetune_dir, args.model) + FINETUNE_ARGS + pin
-    return _damofd(argv + (resume or start) + limit)
+    begin = ["--load-from", str(args.start or start)]
+    pin = ["--set", f"data.crop_choice={crops}"]
+    argv = _train_common(a, work_dir, getattr(args, "model", NAME)) + run_args + pin
+    return _damofd(argv + (_resume_flag(work_dir) or begin) + limit)
+
+
+def stage_finetune(args: argparse.Namespace) -> int:
+    patch_dir, finetune_dir = _dirs(args.model)
+    return _fine_tune(args, finetune_dir, patch_dir / "latest.pth", FINETUNE_ARGS, CROP_640)
 
 
 def stage_wide(args: argparse.Namespace) -> int:
     """Stage 3: a short 640-px fine-tune with SCRFD's wide crop range (large faces)."""
-    a = _assets()
-    limit = ["--time-limit", str(args.minutes)] if args.minutes else []
-    start = ["--load-from", str(args.start or FINETUNE_DIR / "latest.pth")]
-    resume = _resume_flag(WIDE_DIR)
-    pin = ["--set", f"data.crop_choice={CROP_WIDE}"]
-    argv = _train_common(a, WIDE_DIR) + WIDE_ARGS + pin
-    return _damofd(argv + (resume or start) + limit)
+    return _fine_tune(args, WIDE_DIR, FINETUNE_DIR / "latest.pth", WIDE_ARGS, CROP_WIDE)
 
 
 def _train_hours(work_dir: Path) -> float:
