@@ -201,7 +201,7 @@ def bench_torch(photos: list[np.ndarray], threads: int, repeat: int) -> list[dic
     try:
         import torch
 
-        from damofd.models.zoo import create_model
+        from damofd.models.factory import create_model
     except ImportError as e:
         return [{"model": "damofd-0.5g (torch)", "skipped": str(e)}]
     torch.set_num_threads(threads)

@@ -144,7 +144,7 @@ def _plot(log: list[dict], out: Path) -> bool:
 
 
 def report(args: argparse.Namespace) -> dict:
-    from damofd.models.checkpoint import load_model
+    from damofd.models.factory import load_model
     from damofd.training.validation import Validator
 
     wd = Path(args.work_dir)

@@ -18,14 +18,13 @@ Heavy submodules are imported lazily, so ``import damofd`` is cheap.
 from __future__ import annotations
 
 from damofd._lazy import lazy_attributes
-
-__version__ = "0.1.0"
+from damofd._version import __version__
 
 # public name -> module that defines it (resolved on first access)
 _LAZY: dict[str, str] = {
     "Structure": "damofd.search.structure",
     "ddsar": "damofd.search.ddsar",
-    "create_model": "damofd.models.zoo",
+    "create_model": "damofd.models.factory",
     "list_models": "damofd.models.zoo",
     "FaceDetector": "damofd.inference.detector",
     "pipeline": "damofd.inference.pipeline",

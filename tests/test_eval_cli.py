@@ -133,8 +133,8 @@ def test_eval_failures_leave_no_work_dir(
 
 
 def test_eval_messages_name_flags(wider_one: tuple[Path, Path], capsys) -> None:
+    from damofd.engine.wider_eval import run_wider_eval
     from damofd.errors import ConfigError, InputError
-    from damofd.evaluation.run import run_wider_eval
 
     root, gt = wider_one
     assert main(["eval", "m.onnx", "--wider-root", str(root), "--gt", str(gt)]) == 2

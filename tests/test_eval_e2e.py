@@ -25,15 +25,15 @@ import numpy as np
 import pytest
 
 from damofd.cli.main import main
-from damofd.errors import InputError
-from damofd.evaluation import evaluate_wider
-from damofd.evaluation.run import (
+from damofd.engine.wider_eval import (
     find_ground_truth,
     format_prediction_txt,
     list_wider_images,
     parse_prediction_txt,
     run_wider_eval,
 )
+from damofd.errors import InputError
+from damofd.evaluation import evaluate_wider
 from damofd.inference import FaceDetector
 from tests.conftest import require_asset
 

@@ -195,7 +195,8 @@ def test_swapped_ground_truth_is_detected(assets: Path, tmp_path: Path) -> None:
 
 def test_save_checkpoint_refuses_a_fused_model(tmp_path: Path) -> None:
     from damofd.models import create_model
-    from damofd.models.checkpoint import load_model, save_checkpoint
+    from damofd.models.checkpoint import save_checkpoint
+    from damofd.models.factory import load_model
 
     model = create_model("damofd-0.5g").eval()
     save_checkpoint(model, tmp_path / "ok.pth")

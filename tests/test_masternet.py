@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from damofd.errors import InputError
-from damofd.search.masternet import (
+from damofd.models.backbones.masternet import (
     BN,
     ConvKX,
     MasterNet,

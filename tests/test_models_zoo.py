@@ -18,7 +18,8 @@ from damofd.models import (
     list_models,
     save_checkpoint,
 )
-from damofd.models.zoo import DAMOFD_STRUCTURES, nearest_damofd_template, resolve_name
+from damofd.models.factory import nearest_damofd_template
+from damofd.models.zoo import DAMOFD_STRUCTURES, resolve_name
 from damofd.search.structure import Structure
 from tests._spec import RELEASED_STRUCTURES
 

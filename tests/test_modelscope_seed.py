@@ -89,8 +89,8 @@ trainer.train()
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from damofd.models.factory import create_model
     from damofd.models.modelscope import save_modelscope_dir
-    from damofd.models.zoo import create_model
 
     root = tmp_path / "cache"
     monkeypatch.setenv("DAMOFD_CACHE", str(root))

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from damofd.errors import ConfigError, InputError
-from damofd.search.masternet import MasterNet, MasterReLU
+from damofd.models.backbones.masternet import MasterNet, MasterReLU
 from damofd.search.proxies import (
     PROXY_NUM_CLASSES,
     TORCH_PROXIES,

@@ -106,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from damofd.evaluation.run import run_wider_eval
+    from damofd.engine.wider_eval import run_wider_eval
     from damofd.models.bundled import DEFAULT_MODEL
 
     if args.model is None:

@@ -95,8 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def model_info(args: argparse.Namespace) -> dict[str, Any]:
     """Build the model named by ``args`` and count it; returns the JSON-able report."""
     from damofd.models.detector import SIZE_DIVISOR, check_input_size
+    from damofd.models.factory import create_model
     from damofd.models.flops import get_model_complexity
-    from damofd.models.zoo import create_model, get_model_info, resolve_name
+    from damofd.models.zoo import get_model_info, resolve_name
     from damofd.ops.anchors import num_anchors_total
     from damofd.training.config import template_name
 

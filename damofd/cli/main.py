@@ -41,7 +41,7 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
         "evaluation, export, inference). Flags mean the same in every verb: --out is a folder "
         "(DIR) where a verb writes several files and a file (FILE) where it writes one.",
     )
-    from damofd import __version__
+    from damofd._version import __version__
 
     parser.add_argument("--version", action="version", version=f"damofd {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")

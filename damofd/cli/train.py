@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from damofd.cli._types import positive_float
 
@@ -47,102 +48,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="DamoFD backbone structure string (a searched backbone); neck and head from "
         "MODEL, or from the DamoFD model of the nearest budget when MODEL is omitted",
     )
-    g = parser.add_argument_group("data")
-    g.add_argument(
-        "--train",
-        metavar="DIR",
-        help="training set: folder with labelv2.txt + images/ (or a ModelScope split folder, "
-        "or a labelv2 file)",
-    )
-    g.add_argument("--train-labels", metavar="FILE", help="labelv2 annotation file")
-    g.add_argument("--train-images", metavar="DIR", help="image folder of --train-labels")
-    g.add_argument(
-        "--val",
-        metavar="DIR",
-        help="validation folder: WIDER split (images/<event>/*.jpg) with --val-gt, or a "
-        "labelv2.txt + images/ folder",
-    )
-    g.add_argument("--val-gt", metavar="DIR", help="folder with the wider_*_val.mat files")
-    g.add_argument("--batch-size", type=int, metavar="N", help="images per GPU/process")
-    g.add_argument("--workers", type=int, metavar="N", help="data loader workers per process")
-    g.add_argument("--img-size", type=int, metavar="PX", help="training input side (640)")
-    g.add_argument(
-        "--patch-size",
-        type=int,
-        metavar="PX",
-        help="patch training: PX×PX crops with the same face scales as the recipe's img_size "
-        "(crop scales × PX/img_size), about 4× cheaper per sample at 320; fine-tune at the "
-        "full size afterwards (docs/training.md)",
-    )
-    o = parser.add_argument_group("optimisation")
-    o.add_argument("--epochs", type=int, metavar="N", help="total epochs (recipe: 640)")
-    o.add_argument("--lr", type=positive_float, metavar="LR", help="learning rate (see below)")
-    o.add_argument("--auto-scale-lr", action="store_true", help="linear lr scaling rule")
-    o.add_argument("--warmup-iters", type=int, metavar="N", help="linear warm-up iterations")
-    o.add_argument(
-        "--lr-policy",
-        choices=("step", "cosine"),
-        help="step decay (the recipes) or cosine annealing by iteration (short runs)",
-    )
-    o.add_argument("--max-iters", type=int, metavar="N", help="stop after N iterations")
-    o.add_argument(
-        "--time-limit",
-        type=positive_float,
-        metavar="MIN",
-        help="stop (saving latest.pth) after MIN minutes",
-    )
-    r = parser.add_argument_group("run")
-    r.add_argument("--work-dir", required=True, metavar="DIR", help="output folder")
-    r.add_argument("--device", metavar="DEV", help="auto (default), cpu, cuda or cuda:N")
-    r.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
-    r.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
-    r.add_argument("--seed", type=int, metavar="S")
-    r.add_argument("--deterministic", action="store_true", help="deterministic algorithms")
-    r.add_argument(
-        "--resume",
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="FILE",
-        help="continue from FILE, or from WORK_DIR/latest.pth when it exists",
-    )
-    r.add_argument(
-        "--force",
-        action="store_true",
-        help="start over in a work dir that already holds a run (its checkpoints are replaced)",
-    )
-    r.add_argument(
-        "--load-from",
-        metavar="W",
-        help="fine-tune from weights: .pth, official .onnx, ModelScope folder or id",
-    )
-    r.add_argument("--no-strict", action="store_true", help="non-strict key matching for W")
-    r.add_argument("--freeze-bn", action="store_true", help="keep BatchNorm statistics frozen")
-    r.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP (CUDA)")
-    r.add_argument("--eval-every", type=int, metavar="N", help="validate every N epochs (0=off)")
-    r.add_argument(
-        "--eval-metric", choices=("easy", "medium", "hard", "mean"), help="metric for best.pth"
-    )
-    r.add_argument("--eval-max-images", type=int, metavar="N", help="validate on N images")
-    r.add_argument("--checkpoint-every", type=int, metavar="N", help="epoch_{n}.pth every N")
-    r.add_argument(
-        "--checkpoint-every-iters",
-        type=int,
-        metavar="N",
-        help="refresh latest.pth every N iterations",
-    )
-    r.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
-    r.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any config key, e.g. --set optimizer.lr=0.02 (repeatable)",
-    )
-    r.add_argument(
-        "--print-config", action="store_true", help="print the resolved config as JSON and exit"
-    )
+    add_option_arguments(parser)
+
+
+def add_option_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of :data:`damofd.training.options.OPTIONS`, in table order and help groups."""
+    from damofd.training.options import OPTIONS
+
+    types = {"str": None, "int": int, "positive_float": positive_float}
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for opt in OPTIONS:
+        if opt.flag is None:
+            continue
+        if opt.group not in groups:
+            groups[opt.group] = parser.add_argument_group(opt.group)
+        kw: dict[str, Any] = {"help": opt.help}
+        if not opt.store_true:
+            kw.update(type=types[opt.type], metavar=opt.metavar, choices=opt.choices)
+        kw = {k: v for k, v in kw.items() if v is not None}
+        if opt.store_true:  # absent: None, so the recipe's value stays
+            kw.update(action="store_true", default=None)
+        kw.update(opt.argparse)
+        groups[opt.group].add_argument(opt.flag, **kw)
 
 
 def build_config(args: argparse.Namespace):  # -> TrainConfig
@@ -150,72 +77,14 @@ def build_config(args: argparse.Namespace):  # -> TrainConfig
     from damofd.errors import ConfigError
     from damofd.training.api import resolve_config
     from damofd.training.config import apply_overrides
+    from damofd.training.options import apply_options, cli_values
 
     if args.model is None and not args.structure:
         raise ConfigError("give a model name or config file (MODEL_OR_CONFIG) or --structure")
     cfg = resolve_config(args.model, structure=args.structure)
     if args.train and args.train_labels:
         raise ConfigError("give either --train or --train-labels, not both")
-    d = cfg.data
-    if args.train:
-        d.train = args.train
-    if args.train_labels:
-        d.train = args.train_labels
-    if args.train_images:
-        d.train_images = args.train_images
-    if args.val:
-        d.val = args.val
-    if args.val_gt:
-        d.val_gt = args.val_gt
-    simple = {
-        "batch_size": ("data", "samples_per_gpu"),
-        "workers": ("data", "workers_per_gpu"),
-        "img_size": ("data", "img_size"),
-        "lr": ("optimizer", "lr"),
-        "warmup_iters": ("lr_config", "warmup_iters"),
-        "lr_policy": ("lr_config", "policy"),
-        "eval_every": ("evaluation", "interval"),
-        "eval_metric": ("evaluation", "metric"),
-        "eval_max_images": ("evaluation", "max_images"),
-        "checkpoint_every": ("checkpoint_config", "interval"),
-        "checkpoint_every_iters": ("checkpoint_config", "every_iters"),
-    }
-    for arg, (section, key) in simple.items():
-        value = getattr(args, arg)
-        if value is not None:
-            setattr(getattr(cfg, section), key, value)
-    if args.epochs is not None:
-        cfg.total_epochs = args.epochs
-    if args.patch_size is not None:
-        from damofd.training.config import patch_config
-
-        patch_config(cfg, args.patch_size)
-    if args.auto_scale_lr:
-        cfg.optimizer.auto_scale_lr = True
-    if args.max_iters is not None:
-        cfg.max_iters = args.max_iters
-    if args.time_limit is not None:
-        cfg.time_limit = args.time_limit * 60.0
-    if args.device:
-        cfg.device = args.device
-    if args.amp:
-        cfg.amp = True
-    if args.threads is not None:
-        cfg.cpu_threads = args.threads
-    if args.seed is not None:
-        cfg.seed = args.seed
-    if args.deterministic:
-        cfg.deterministic = True
-    if args.load_from:
-        cfg.load_from = args.load_from
-    if args.no_strict:
-        cfg.load_strict = False
-    if args.freeze_bn:
-        cfg.freeze_bn = True
-    if args.sync_bn:
-        cfg.sync_bn = True
-    if args.no_progress:
-        cfg.log_config.progress = False
+    apply_options(cfg, cli_values(args), names="cli")
     cfg.validate()
     return apply_overrides(cfg, args.overrides)
 

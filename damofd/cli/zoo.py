@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _counted(name: str) -> dict[str, int]:
+    from damofd.models.factory import create_model
     from damofd.models.flops import get_model_complexity
-    from damofd.models.zoo import create_model
 
     c = get_model_complexity(create_model(name, init=False), (640, 480))
     return {"params": c.params, "flops": c.flops}

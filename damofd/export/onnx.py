@@ -155,7 +155,7 @@ def resolve_model(
             from damofd.models.onnx_import import import_scrfd_onnx
 
             return import_scrfd_onnx(p, form="canonical")
-        from damofd.models.checkpoint import load_model as load_checkpoint_model
+        from damofd.models.factory import load_model as load_checkpoint_model
 
         return load_checkpoint_model(p)
     if p.is_dir():
@@ -166,14 +166,15 @@ def resolve_model(
         return load_modelscope_dir(p)
     if suffix in (".onnx", ".pth", ".pt", ".ckpt"):
         raise InputError(f"{spec}: no such file")
-    from damofd.models.zoo import create_model, resolve_name
+    from damofd.models.factory import create_model
+    from damofd.models.zoo import resolve_name
 
     name = resolve_name(spec)
     if weights is None and not allow_random:
         from damofd.models.bundled import bundled_file, get_bundled
 
         if get_bundled(name) is not None:  # weights trained by damofd, shipped in the package
-            from damofd.models.checkpoint import load_model as load_checkpoint_model
+            from damofd.models.factory import load_model as load_checkpoint_model
 
             return load_checkpoint_model(bundled_file(name, "pth"), name=name)
     if weights is None:
@@ -190,7 +191,7 @@ def resolve_model(
         from damofd.models.onnx_import import import_scrfd_onnx
 
         return import_scrfd_onnx(w, config=name, form="canonical")
-    from damofd.models.checkpoint import load_model as load_checkpoint_model
+    from damofd.models.factory import load_model as load_checkpoint_model
 
     return load_checkpoint_model(w, name=name)
 
@@ -377,7 +378,7 @@ def export_onnx_detailed(
         "input_format": "RGB NCHW float32, (x - 127.5) / 128, H and W multiples of 32",
         "bbox_units": "ltrb distances in stride units",
     }
-    from damofd import __version__
+    from damofd._version import __version__
 
     props["damofd_version"] = __version__
     props.update(metadata or {})

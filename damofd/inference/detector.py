@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -366,7 +365,7 @@ class FaceDetector:
         ``name`` is the zoo architecture; without it the checkpoint's own record of its
         architecture (written by ``damofd train``) is used.
         """
-        from damofd.models.checkpoint import load_model
+        from damofd.models.factory import load_model
 
         check_device(device)
         p = Path(path)
@@ -431,42 +430,19 @@ class FaceDetector:
         providers: list[str] | None = None,
         workers: int | None = None,
     ) -> FaceDetector:
-        """This detector's PyTorch model exported to ONNX (:func:`damofd.export.export_onnx`,
-        dynamic batch and size) and run with onnxruntime, with the same settings (protocol,
-        thresholds, max faces, batch size, input limits).
-
-        Args:
-            path: the ``.onnx`` file to write; ``None``: a temporary file, deleted once the
-                sessions have loaded it.
-            threads, providers, workers: as in :meth:`from_onnx`.
+        """This detector's PyTorch model exported to ONNX and run with onnxruntime, with the same
+        settings: :func:`damofd.export.export_detector` (``path``: the ``.onnx`` file to write,
+        ``None`` a temporary one; ``threads``, ``providers``, ``workers`` as in
+        :meth:`from_onnx`).
 
         Raises:
             ConfigError: the detector does not run a PyTorch model (it is on onnxruntime already).
         """
-        model = getattr(self.backend, "model", None)
-        if model is None or not hasattr(model, "forward_export"):
-            raise ConfigError(
-                f"to_onnx needs a detector on the PyTorch backend, this one runs "
-                f"{self.backend.description}"
-            )
-        from damofd.export.onnx import export_onnx
+        # the one upward import of this stage (inference -> export), an exception written in
+        # tests/test_import_graph.py; new code calls damofd.export.export_detector directly
+        from damofd.export.detector import export_detector
 
-        settings: dict[str, Any] = {
-            "protocol": self.protocol,
-            "score_thr": self.score_thr,
-            "nms_thr": self.nms_thr,
-            "max_faces": self.max_faces,
-            "max_faces_metric": self.max_faces_metric,
-            "batch_size": self.batch_size,
-            "max_pixels": self.max_pixels,
-            "url_timeout": self.url_timeout,
-        }
-        onnx_kw: dict[str, Any] = {"threads": threads, "providers": providers, "workers": workers}
-        if path is not None:
-            return FaceDetector.from_onnx(export_onnx(model, path), **onnx_kw, **settings)
-        with tempfile.TemporaryDirectory(prefix="damofd-onnx-") as tmp:
-            out = export_onnx(model, Path(tmp) / "model.onnx")
-            return FaceDetector.from_onnx(out, **onnx_kw, **settings)
+        return export_detector(self, path, threads=threads, providers=providers, workers=workers)
 
     # ------------------------------------------------------------------ settings
     @property

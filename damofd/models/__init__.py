@@ -11,16 +11,13 @@ Shared contract (used by training, inference and export):
 
 Modules: :mod:`~damofd.models.configs` (typed configs), :mod:`~damofd.models.backbones`,
 :mod:`~damofd.models.necks`, :mod:`~damofd.models.heads`, :mod:`~damofd.models.detector`,
-:mod:`~damofd.models.zoo`, :mod:`~damofd.models.flops`, :mod:`~damofd.models.checkpoint`,
-:mod:`~damofd.models.fuse`.
+:mod:`~damofd.models.zoo` (names and metadata), :mod:`~damofd.models.factory` (build and load),
+:mod:`~damofd.models.flops`, :mod:`~damofd.models.checkpoint` (file I/O, a leaf),
+:mod:`~damofd.models.fuse`, :mod:`~damofd.models.mmcv_config` (mmcv config files),
+:mod:`~damofd.models.modelscope` (ModelScope folders and hub).
 """
 
-from damofd.models.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_model,
-    save_checkpoint,
-)
+from damofd.models.checkpoint import CheckpointError, save_checkpoint
 from damofd.models.configs import (
     DetectorConfig,
     MasterNetConfig,
@@ -30,14 +27,9 @@ from damofd.models.configs import (
     SCRFDHeadConfig,
 )
 from damofd.models.detector import SCRFD, build_backbone, check_input_size, pad_to_multiple
+from damofd.models.factory import create_model, load_checkpoint, load_model
 from damofd.models.flops import Complexity, count_params, get_model_complexity
-from damofd.models.zoo import (
-    ModelInfo,
-    create_model,
-    get_config,
-    get_model_info,
-    list_models,
-)
+from damofd.models.zoo import ModelInfo, get_config, get_model_info, list_models
 
 __all__ = [
     "SCRFD",

@@ -27,7 +27,6 @@ __all__ = [
     "BundledModel",
     "bundled_file",
     "bundled_models",
-    "bundled_name",
     "get_bundled",
     "sha256_file",
 ]
@@ -124,25 +123,6 @@ def bundled_models() -> list[str]:
 def get_bundled(name: str) -> BundledModel | None:
     """The :class:`BundledModel` of a (canonical) zoo name, or ``None``."""
     return _index().get(name)
-
-
-def bundled_name(spec: object) -> str | None:
-    """The canonical zoo name when ``spec`` is a string naming a zoo model (aliases allowed) that
-    has bundled weights and is not an existing file or folder; else ``None``."""
-    import os
-
-    from damofd.models.zoo import resolve_name
-
-    if not isinstance(spec, (str, os.PathLike)):
-        return None
-    s = os.fspath(spec)
-    if not isinstance(s, str) or Path(s).exists():
-        return None
-    try:
-        name = resolve_name(s)
-    except ConfigError:
-        return None
-    return name if get_bundled(name) is not None else None
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

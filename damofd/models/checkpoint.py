@@ -10,6 +10,11 @@ with both shapes.
 
 BatchNorm eps is not stored in a state dict; the modules set it per family (MasterNet 1e-3,
 SCRFD 1e-5). A BN-fused model (:meth:`SCRFD.fuse`) has a different key set and is for inference.
+
+This module is a leaf of :mod:`damofd.models` (it imports no other model module): building a
+detector *and* loading it (:func:`damofd.models.factory.load_model`), and the key-mismatch hints
+that name zoo models (:func:`damofd.models.factory.load_checkpoint`), sit with
+:func:`~damofd.models.factory.create_model`.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import os
 import pickle
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,12 +41,15 @@ __all__ = [
     "extract_state_dict",
     "group_keys",
     "load_checkpoint",
-    "load_model",
     "read_checkpoint",
     "save_checkpoint",
 ]
 
 CheckpointSource = str | os.PathLike[str] | Mapping[str, Any]
+
+#: ``(zoo name, use_kps) -> the zoo name of the same model with (without) keypoints, or None``;
+#: the factory passes one (:func:`damofd.models.factory.load_checkpoint`) so hints name zoo models.
+KpsSibling = Callable[[str, bool], str | None]
 
 
 class CheckpointError(InputError):
@@ -270,29 +278,26 @@ def compare_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> Ke
     return KeyReport(missing, unexpected, mismatched)
 
 
-def _kps_sibling(name: str | None, use_kps: bool) -> str | None:
-    """The zoo model like ``name`` with (``use_kps``) or without keypoints, if the zoo has it."""
-    if name is None:
-        return None
-    from damofd.models.zoo import list_models
+def _hints(
+    report: KeyReport, name: str | None = None, kps_sibling: KpsSibling | None = None
+) -> str:
+    """Remedies for a key mismatch; ``name`` is the zoo model the caller built and
+    ``kps_sibling`` finds its keypoint / plain sibling (so the hint can name the matching zoo
+    model instead of the ``use_kps`` argument)."""
 
-    other = name + "-kps" if use_kps else name.removesuffix("-kps")
-    return other if other != name and other in list_models() else None
+    def sibling(use_kps: bool) -> str | None:
+        return kps_sibling(name, use_kps) if name is not None and kps_sibling else None
 
-
-def _hints(report: KeyReport, name: str | None = None) -> str:
-    """Remedies for a key mismatch; ``name`` is the zoo model the caller built (so the hint can
-    name the matching zoo model instead of the ``use_kps`` argument)."""
     hints = []
     if any(".stride_kps." in k for k in report.unexpected):
-        other = _kps_sibling(name, True)
+        other = sibling(True)
         hints.append(
             f"the checkpoint has keypoint weights: use the zoo model {other!r}"
             if other
             else "the checkpoint has keypoint weights: build the model with use_kps=True"
         )
     if any(".stride_kps." in k for k in report.missing):
-        other = _kps_sibling(name, False)
+        other = sibling(False)
         hints.append(
             f"the checkpoint has no keypoint weights: use the zoo model {other!r}"
             if other
@@ -312,6 +317,7 @@ def load_checkpoint(
     *,
     strict: bool = True,
     trust_pickle: bool = False,
+    kps_sibling: KpsSibling | None = None,
 ) -> dict[str, Any]:
     """Load weights from an mmdet/damofd checkpoint (path or already-loaded dict) into ``model``.
 
@@ -319,6 +325,9 @@ def load_checkpoint(
     :class:`CheckpointError` (nothing is loaded). With ``strict=False`` the keys present on both
     sides with equal shapes are loaded and the rest is reported in the returned meta under
     ``'_load_report'``. Returns the checkpoint's ``meta`` dict (empty for a bare state dict).
+    ``kps_sibling`` lets the error hint name the zoo model with (without) keypoints; the public
+    :func:`damofd.models.load_checkpoint` (:func:`damofd.models.factory.load_checkpoint`) passes
+    it.
     """
     where = f"checkpoint {str(source)!r}" if not isinstance(source, Mapping) else "checkpoint"
     obj = (
@@ -332,7 +341,7 @@ def load_checkpoint(
         name = getattr(model, "name", None)
         raise CheckpointError(
             f"{where} does not fit the model: {report.describe()}"
-            f"{_hints(report, name if isinstance(name, str) else None)}"
+            f"{_hints(report, name if isinstance(name, str) else None, kps_sibling)}"
         )
     if not report.ok:
         bad = {k for k, _, _ in report.mismatched}
@@ -359,10 +368,10 @@ def save_checkpoint(
 
     Tensors are moved to the CPU (and the ``module.`` wrapper of DDP models is removed). The meta
     records the damofd version, the time, the zoo name and the typed config (so
-    :func:`load_model` can rebuild the detector), ``CLASSES = ('FG',)`` as mmdet does, plus
-    whatever ``meta`` adds (e.g. ``epoch``, ``iter``).
+    :func:`damofd.models.factory.load_model` can rebuild the detector), ``CLASSES = ('FG',)`` as
+    mmdet does, plus whatever ``meta`` adds (e.g. ``epoch``, ``iter``).
     """
-    from damofd import __version__
+    from damofd._version import __version__
     from damofd.io import atomic_torch_save
 
     inner = (
@@ -394,32 +403,3 @@ def save_checkpoint(
             optimizer.state_dict() if isinstance(optimizer, torch.optim.Optimizer) else optimizer
         )
     return atomic_torch_save(path, ckpt)
-
-
-def load_model(
-    source: str | os.PathLike[str], *, name: str | None = None, trust_pickle: bool = False
-):
-    """Build a detector for a checkpoint and load it strictly.
-
-    The architecture comes from ``name`` (a zoo name) if given, else from the config a damofd
-    checkpoint records in its meta (``damofd_config``); an official mmdet checkpoint has no such
-    record, so pass ``name`` for those (else :class:`ArchitectureNotRecordedError`).
-    """
-    from damofd.models.configs import DetectorConfig
-    from damofd.models.detector import SCRFD
-    from damofd.models.zoo import create_model
-
-    obj = read_checkpoint(source, trust_pickle=trust_pickle)
-    if name is not None:
-        model = create_model(name, init=False)
-    else:
-        meta = obj.get("meta") if isinstance(obj.get("meta"), Mapping) else {}
-        cfg = meta.get("damofd_config") if meta else None
-        if cfg is None:
-            raise ArchitectureNotRecordedError(str(source))
-        model = SCRFD(DetectorConfig.from_dict(cfg), init=False, name=meta.get("model_name"))
-    try:
-        load_checkpoint(model, obj if "state_dict" in obj else {"state_dict": obj})
-    except CheckpointError as e:
-        raise CheckpointError(f"{str(source)!r}: {e}") from None
-    return model

@@ -8,7 +8,7 @@ so that a checkpoint can record the exact architecture it was trained with.
 Backbones (reference spec §2.2, scrfd-spec §2):
 
 * :class:`MasterNetConfig` — a DamoFD structure string, built by
-  :class:`damofd.search.masternet.MasterNet` (BatchNorm eps 1e-3);
+  :class:`damofd.models.backbones.masternet.MasterNet` (BatchNorm eps 1e-3);
 * :class:`MobileNetV1Config` — SCRFD 500M / 1G (BatchNorm eps 1e-5);
 * :class:`ResNetV1eConfig` — SCRFD 1.3G / 2.5G / 10G (BasicBlock) and 34G (Bottleneck), eps 1e-5.
 """
@@ -74,7 +74,7 @@ class MasterNetConfig:
     def out_channels(self) -> tuple[int, ...]:
         """Channels of the stage outputs C2..C5 (strides 4, 8, 16, 32), as MasterNet picks them
         (the first block reaching each stride; for a split stage, its first half)."""
-        from damofd.search.masternet import stage_output_indices
+        from damofd.models.backbones.masternet import stage_output_indices
         from damofd.search.structure import Structure
 
         s = Structure.parse(self.structure)

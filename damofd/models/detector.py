@@ -31,7 +31,7 @@ SIZE_DIVISOR = 32
 def build_backbone(config: BackboneConfig) -> nn.Module:
     """Instantiate a backbone. It returns four maps C2..C5 and exposes ``stage_channels``."""
     if isinstance(config, MasterNetConfig):
-        from damofd.search.masternet import MasterNet
+        from damofd.models.backbones.masternet import MasterNet
 
         return MasterNet(config.structure, num_classes=None, bn_eps=config.bn_eps)
     if isinstance(config, MobileNetV1Config):

@@ -696,7 +696,7 @@ def _build(config: str | DetectorConfig) -> nn.Module:
     """A zoo (or explicitly configured) model without the training init: every weight is
     overwritten by the import."""
     if isinstance(config, str):
-        from damofd.models.zoo import create_model
+        from damofd.models.factory import create_model
 
         return create_model(config, init=False)
     from damofd.models.detector import SCRFD

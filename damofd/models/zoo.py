@@ -9,20 +9,30 @@ Names are case-insensitive; ``_`` and ``-`` are interchangeable, so ``DamoFD_10G
 ``scrfd_2.5g_bnkps`` work too. Each :class:`ModelInfo` carries the typed config, the published
 accuracy with its protocol, the published cost, where the weights come from and their licence.
 No weights are downloaded by this module.
+
+This module is the registry (names → metadata and typed configs; it builds no module). Building
+and loading live in :mod:`damofd.models.factory` (:func:`~damofd.models.factory.create_model`,
+:func:`~damofd.models.factory.load_model`); the checkpoint file I/O is
+:mod:`damofd.models.checkpoint`, a leaf. :data:`MODELSCOPE_MODELS` is the one table of official
+ModelScope ids (re-exported by :mod:`damofd.models.modelscope`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
+import os
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from damofd.errors import ConfigError
-from damofd.models.bundled import BundledModel, get_bundled
+from damofd.models.bundled import (  # DEFAULT_MODEL re-exported: the zoo's default name
+    DEFAULT_MODEL,
+    BundledModel,
+    get_bundled,
+)
 from damofd.models.configs import (
     DetectorConfig,
     MasterNetConfig,
@@ -31,18 +41,17 @@ from damofd.models.configs import (
     ResNetV1eConfig,
     SCRFDHeadConfig,
 )
-from damofd.models.detector import SCRFD
-from damofd.search.structure import Structure
 
 __all__ = [
+    "DEFAULT_MODEL",
+    "MODELSCOPE_MODELS",
     "ModelInfo",
     "PublishedResult",
     "WeightSource",
-    "create_model",
+    "bundled_name",
     "get_config",
     "get_model_info",
     "list_models",
-    "nearest_damofd_template",
     "resolve_name",
 ]
 
@@ -170,11 +179,12 @@ _DAMOFD_PUBLISHED: dict[tuple[str, bool], tuple[float, float, float, str, float]
     ("10g", True): (95.42, 94.35, 83.94, "9.83G", 1.28),
     ("34g", True): (95.96, 95.08, 86.09, "34.32G", 6.28),
 }
-_DAMOFD_MODELSCOPE = {
-    "0.5g": "damo/cv_ddsar_face-detection_iclr23-damofd",
-    "2.5g": "damo/cv_ddsar_face-detection_iclr23-damofd-2.5G",
-    "10g": "damo/cv_ddsar_face-detection_iclr23-damofd-10G",
-    "34g": "damo/cv_ddsar_face-detection_iclr23-damofd-34G",
+#: Official ModelScope model ids → damofd zoo names (all released ids are keypoint models).
+MODELSCOPE_MODELS: dict[str, str] = {
+    "damo/cv_ddsar_face-detection_iclr23-damofd": "damofd-0.5g-kps",
+    "damo/cv_ddsar_face-detection_iclr23-damofd-2.5G": "damofd-2.5g-kps",
+    "damo/cv_ddsar_face-detection_iclr23-damofd-10G": "damofd-10g-kps",
+    "damo/cv_ddsar_face-detection_iclr23-damofd-34G": "damofd-34g-kps",
 }
 _DAMOFD_GDRIVE = (
     "https://drive.google.com/drive/folders/1WbPKfsQ3G9j7c-kxLIQddQ6W7xK8mAQ_?usp=share_link"
@@ -217,7 +227,7 @@ def _damofd_entry(size: str, use_kps: bool) -> ModelInfo:
         weights = (
             WeightSource(
                 "modelscope",
-                _DAMOFD_MODELSCOPE[size],
+                next(i for i, n in MODELSCOPE_MODELS.items() if n == name),
                 "pytorch_model.pt (mmcv checkpoint; loads with damofd.models.load_checkpoint)",
             ),
         )
@@ -481,100 +491,16 @@ def list_models(
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# construction
-# --------------------------------------------------------------------------------------------
-def _vga_backbone_flops(backbone) -> int:
-    """mmcv-rule FLOPs (GN counted) of a backbone at 640×480 (exact, scaled count)."""
-    from damofd.models.flops import get_model_complexity
-
-    return get_model_complexity(backbone, (640, 480), count_gn=True, method="scaled").flops
-
-
-@cache
-def _zoo_backbone_flops(name: str) -> int:
-    from damofd.models.detector import build_backbone
-
-    return _vga_backbone_flops(build_backbone(get_model_info(name).config.backbone))
-
-
-def nearest_damofd_template(backbone_flops: int) -> str:
-    """The non-kps DamoFD zoo model whose backbone FLOPs (640×480) are nearest in log scale."""
-    names = list_models("damofd", use_kps=False)
-    return min(names, key=lambda n: abs(math.log(_zoo_backbone_flops(n) / max(backbone_flops, 1))))
-
-
-def create_model(
-    name: str | None = None,
-    *,
-    structure: str | Structure | None = None,
-    use_kps: bool | None = None,
-    neck: PAFPNConfig | None = None,
-    head: SCRFDHeadConfig | None = None,
-    checkpoint: str | Path | None = None,
-    init: bool = True,
-) -> SCRFD:
-    """Build a detector by zoo name and/or from a DamoFD structure string.
-
-    * ``create_model("damofd-10g")`` — the zoo architecture;
-    * ``create_model(structure=s)`` — MasterNet backbone from ``s``; the neck and head are copied
-      from the DamoFD zoo model whose backbone FLOPs at 640×480 are nearest, and the neck's
-      ``in_channels`` come from the structure's stage channels;
-    * ``create_model("damofd-2.5g", structure=s)`` — the same with an explicit template;
-    * ``neck=`` / ``head=`` replace the template's (the head's ``in_channels`` must equal the
-      neck's ``out_channels``);
-    * ``use_kps``: with a zoo name, selects its ``-kps`` (or plain) sibling when the zoo has one
-      (for SCRFD that is the official ``bnkps`` config, whose head also differs: BN, per-stride
-      weights); otherwise it only switches the keypoint branch of the head on or off;
-    * ``checkpoint``: an mmdet/damofd checkpoint loaded with strict key matching;
-    * ``init``: apply the training-from-scratch initialisation (default).
-    """
-    backbone_module = None
-    if structure is None:
-        if name is None:
-            raise ConfigError("create_model needs a zoo name or a structure")
-        info = get_model_info(name)
-        config = info.config
-        model_name: str | None = info.name
-        if neck is not None or head is not None:
-            config = DetectorConfig(config.backbone, neck or config.neck, head or config.head)
-            model_name = None
-    else:
-        from damofd.models.detector import build_backbone
-
-        s = structure if isinstance(structure, Structure) else Structure.parse(structure)
-        bb_cfg = MasterNetConfig(s.format())
-        backbone_module = build_backbone(bb_cfg)
-        if name is None:
-            template = get_model_info(nearest_damofd_template(_vga_backbone_flops(backbone_module)))
-        else:
-            template = get_model_info(name)
-        stage = tuple(int(c) for c in backbone_module.stage_channels)
-        tneck = neck or template.config.neck
-        if len(stage) < tneck.start_level + tneck.num_outs:
-            strides = ", ".join(str(int(x)) for x in backbone_module.out_strides) or "none"
-            raise ConfigError(
-                f"a detector backbone needs at least 5 blocks (stem + 4 stages) whose outputs "
-                f"reach strides 4, 8, 16 and 32; the structure has {len(s)} block(s) with stage "
-                f"outputs at strides {strides}: {s.format()}"
-            )
-        neck_cfg = dataclasses.replace(tneck, in_channels=stage) if neck is None else tneck
-        head_cfg = head or template.config.head
-        config = DetectorConfig(bb_cfg, neck_cfg, head_cfg)
-        model_name = None
-    if use_kps is not None:
-        if model_name is not None and use_kps != config.use_kps:
-            kps_name = (model_name + "-kps") if use_kps else model_name.removesuffix("-kps")
-            model_name = kps_name if kps_name in _registry() else None
-            if model_name is not None:
-                config = _registry()[model_name].config
-            else:
-                config = config.with_kps(use_kps)
-        else:
-            config = config.with_kps(use_kps)
-    model = SCRFD(config, init=init, name=model_name, backbone=backbone_module)
-    if checkpoint is not None:
-        from damofd.models.checkpoint import load_checkpoint
-
-        load_checkpoint(model, checkpoint)
-    return model
+def bundled_name(spec: object) -> str | None:
+    """The canonical zoo name when ``spec`` is a string naming a zoo model (aliases allowed) that
+    has bundled weights and is not an existing file or folder; else ``None``."""
+    if not isinstance(spec, (str, os.PathLike)):
+        return None
+    s = os.fspath(spec)
+    if not isinstance(s, str) or Path(s).exists():
+        return None
+    try:
+        name = resolve_name(s)
+    except ConfigError:
+        return None
+    return name if get_bundled(name) is not None else None

@@ -1,8 +1,9 @@
 """The search stage: structure strings, search-rule costs, DDSAR and other zero-shot proxies,
-search spaces, the evolutionary search and its presets, and the MasterNet backbone module.
+search spaces, the evolutionary search and its presets.
 
 Everything analytic (costs, DDSAR, the search itself) is pure Python and never imports torch;
-the torch parts (:class:`MasterNet`, :func:`compute_torch_proxy`) are imported on first use::
+the torch parts (:func:`compute_torch_proxy`, and :class:`MasterNet`, re-exported from
+:mod:`damofd.models.backbones.masternet` where it lives) are imported on first use::
 
     from damofd.search import ddsar, structure_cost, EvolutionSearch, SearchConfig
 
@@ -50,9 +51,9 @@ from damofd.search.structure import (
     smart_round,
 )
 
-# torch-backed names, resolved on first access
+# torch-backed names, resolved on first access (MasterNet: a downward re-export from models)
 _LAZY: dict[str, str] = {
-    "MasterNet": "damofd.search.masternet",
+    "MasterNet": "damofd.models.backbones.masternet",
     "compute_torch_proxy": "damofd.search.proxies",
 }
 

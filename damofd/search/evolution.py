@@ -321,7 +321,7 @@ def measure_latency_ms(
 ) -> float:
     """Median forward latency (milliseconds per batch) of the MasterNet of ``structure``.
 
-    Builds :class:`damofd.search.masternet.MasterNet` (with residual links and the
+    Builds :class:`damofd.models.backbones.masternet.MasterNet` (with residual links and the
     ``num_classes``-way classifier, as the reference's latency check), runs ``warmup`` untimed
     and ``repeats`` timed forwards (to the logits; to the last feature map if ``num_classes`` is
     0) of a ``(batch_size, 3, resolution, resolution)`` input in inference mode. The structure
@@ -330,7 +330,7 @@ def measure_latency_ms(
     """
     import torch
 
-    from damofd.search.masternet import MasterNet
+    from damofd.models.backbones.masternet import MasterNet
 
     model = MasterNet(Structure.of(structure), num_classes=num_classes or None, no_reslink=False)
     model = model.to(device).eval()

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from damofd.device import check_device
 from damofd.errors import ConfigError, InputError
-from damofd.search.masternet import MasterNet, MasterReLU
+from damofd.models.backbones.masternet import MasterNet, MasterReLU
 from damofd.search.structure import Structure
 
 __all__ = [

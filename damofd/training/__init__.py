@@ -4,7 +4,12 @@
   :mod:`~damofd.training.criterion` — ATSS, QFL / DIoU / smooth-L1, :class:`SCRFDCriterion`;
 * :mod:`~damofd.training.config` — :class:`TrainConfig` and the per-model :func:`recipe`;
 * :mod:`~damofd.training.schedule` — warm-up + step learning-rate schedule;
-* :mod:`~damofd.training.trainer` — :class:`Trainer` (single process or torchrun DDP, resumable);
+* :mod:`~damofd.training.trainer` — :class:`Trainer` (single process or torchrun DDP, resumable),
+  a ladder ``train → epoch → iteration``; :mod:`~damofd.training.hooks` — :class:`TrainerHook`
+  and the default logging / validation / checkpoint hooks; :mod:`~damofd.training.builders` —
+  one builder per component; :mod:`~damofd.training.state` — checkpoints and RNG states;
+* :mod:`~damofd.training.options` — the table of ``damofd train`` flags / ``build_trainer``
+  keywords and the config keys they set;
 * :mod:`~damofd.training.validation` — periodic WIDER evaluation;
 * :mod:`~damofd.training.api` — :func:`build_trainer` (ModelScope-style entry point).
 
@@ -25,7 +30,7 @@ _LAZY: dict[str, str] = {
     "load_config_file": "damofd.training.config",
     "apply_overrides": "damofd.training.config",
     "Trainer": "damofd.training.trainer",
-    "TrainerHook": "damofd.training.trainer",
+    "TrainerHook": "damofd.training.hooks",
     "TrainResult": "damofd.training.trainer",
     "TrainingDivergedError": "damofd.training.trainer",
     "Validator": "damofd.training.validation",

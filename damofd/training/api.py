@@ -27,6 +27,7 @@ from typing import Any
 
 from damofd.errors import ConfigError
 from damofd.training.config import TrainConfig, apply_mapping, load_config_file, recipe
+from damofd.training.options import apply_options
 from damofd.training.trainer import Trainer, TrainerHook
 
 __all__ = ["build_trainer", "resolve_config"]
@@ -45,7 +46,7 @@ def resolve_config(
     elif cfg_file is None:
         if not structure:
             raise ConfigError("give a model name or config file (or a structure string)")
-        from damofd.models.zoo import create_model
+        from damofd.models.factory import create_model
 
         m = create_model(structure=structure, init=False)
         from damofd.training.config import template_name
@@ -116,44 +117,34 @@ def build_trainer(
         name: accepted for ModelScope compatibility (``Trainers.face_detection_scrfd``).
         overwrite: start over in a work dir that already holds ``latest.pth`` (refused
             otherwise unless ``resume_from`` is given).
+
+    The keywords that set config keys are rows of :data:`damofd.training.options.OPTIONS`, the
+    table ``damofd train`` reads its flags from (``train_root`` = ``--train``, ``total_epochs``
+    = ``--epochs`` …).
     """
     if name not in (None, "face-detection-scrfd"):
         raise ConfigError(f"build_trainer: unknown trainer name {name!r}")
     if launcher not in (None, "none", "pytorch"):
         raise ConfigError(f"build_trainer: launcher {launcher!r} (use 'pytorch' via torchrun)")
     cfg = resolve_config(cfg_file, structure=structure)
-    if train_root is not None:
-        cfg.data.train = os.fspath(train_root)
-    if train_images is not None:
-        cfg.data.train_images = os.fspath(train_images)
-    if val_root is not None:
-        cfg.data.val = os.fspath(val_root)
-    if val_gt is not None:
-        cfg.data.val_gt = os.fspath(val_gt)
-    if total_epochs is not None:
-        cfg.total_epochs = int(total_epochs)
-    if seed is not None:
-        cfg.seed = int(seed)
-    if deterministic is not None:
-        cfg.deterministic = bool(deterministic)
-    if device is not None:
-        cfg.device = device
-    if gpu_ids:
-        cfg.device = f"cuda:{int(gpu_ids[0])}"
-    if load_from is not None:
-        cfg.load_from = load_from
-    if no_validate:
-        cfg.evaluation.interval = 0
+    values = {
+        "train_root": train_root,
+        "train_images": train_images,
+        "val_root": val_root,
+        "val_gt": val_gt,
+        "total_epochs": total_epochs,
+        "seed": seed,
+        "deterministic": deterministic,
+        "device": device,
+        "gpu_ids": gpu_ids,
+        "load_from": load_from,
+        "no_validate": no_validate,
+    }
+    apply_options(cfg, values, names="kwarg")
     if overrides:
         apply_mapping(cfg, overrides, where="overrides")
     if cfg_modify_fn is not None:
-        out = cfg_modify_fn(cfg)
-        if out is not None:
-            if not isinstance(out, TrainConfig):
-                raise ConfigError(
-                    f"cfg_modify_fn must return the TrainConfig (or None), got {type(out).__name__}"
-                )
-            cfg = out
+        cfg = _modified(cfg, cfg_modify_fn)
     cfg.validate()
     if work_dir is None:
         stem = Path(os.fspath(cfg_file)).stem if cfg_file is not None else "structure"
@@ -166,3 +157,15 @@ def build_trainer(
     elif resume_from:
         resume = resume_from
     return Trainer(cfg, work_dir, resume=resume, hooks=hooks, overwrite=overwrite)
+
+
+def _modified(cfg: TrainConfig, fn: Callable[[TrainConfig], TrainConfig | None]) -> TrainConfig:
+    """``fn(cfg)``: the TrainConfig it returns, or ``cfg`` (modified in place) for None."""
+    out = fn(cfg)
+    if out is None:
+        return cfg
+    if not isinstance(out, TrainConfig):
+        raise ConfigError(
+            f"cfg_modify_fn must return the TrainConfig (or None), got {type(out).__name__}"
+        )
+    return out

@@ -757,7 +757,7 @@ def load_config_file(path: str | os.PathLike[str]) -> TrainConfig:
     if p.suffix.lower() == ".json":
         return _from_plain(read_json_object(p, ConfigError), where)
     if p.suffix.lower() == ".py":
-        from damofd.models.modelscope import read_mmcv_config
+        from damofd.models.mmcv_config import read_mmcv_config
 
         raw = read_mmcv_config(p)
         skipped = raw.pop("__skipped__", {})
@@ -779,7 +779,7 @@ def _from_plain(raw: Mapping[str, Any], where: str) -> TrainConfig:
     if model is not None and not isinstance(model, str):
         raise ConfigError(f"{where}: config key 'model' must be a zoo name string")
     if model is None and structure:
-        from damofd.models.zoo import create_model
+        from damofd.models.factory import create_model
 
         m = create_model(structure=structure, init=False)
         cfg = recipe(template_name(m.config))
@@ -794,13 +794,14 @@ def template_name(detector_config: Any) -> str:
     model of the nearest backbone budget (the one ``create_model(structure=...)`` copies the neck
     and head from), with ``-kps`` when the config has keypoints. ``damofd train --print-config``
     and ``damofd info`` name it for a searched structure."""
-    from damofd.models.zoo import get_config, list_models, nearest_damofd_template
+    from damofd.models.factory import nearest_damofd_template
+    from damofd.models.zoo import get_config, list_models
 
     for name in list_models():
         if get_config(name) == detector_config:
             return name
     from damofd.models.detector import build_backbone
-    from damofd.models.zoo import _vga_backbone_flops
+    from damofd.models.factory import _vga_backbone_flops
 
     name = nearest_damofd_template(_vga_backbone_flops(build_backbone(detector_config.backbone)))
     return name + ("-kps" if detector_config.use_kps else "")
@@ -817,7 +818,7 @@ def _pipeline_step(pipeline: Any, type_name: str) -> Mapping[str, Any] | None:
 
 def config_from_mmcv_dict(raw: Mapping[str, Any], *, where: str = "config") -> TrainConfig:
     """Translate an official mmcv/mmdet SCRFD config namespace (as read by
-    :func:`damofd.models.modelscope.read_mmcv_config`) into a :class:`TrainConfig`.
+    :func:`damofd.models.mmcv_config.read_mmcv_config`) into a :class:`TrainConfig`.
 
     Read: ``model`` (→ detector), ``optimizer`` (lr, momentum, weight_decay), ``lr_config``
     (warmup_iters, warmup_ratio, step), ``total_epochs`` (or ``runner.max_epochs``),
@@ -827,7 +828,7 @@ def config_from_mmcv_dict(raw: Mapping[str, Any], *, where: str = "config") -> T
     else (dataset paths, hooks) is ignored; a value of the wrong type raises ConfigError naming
     the mmcv key.
     """
-    from damofd.models.modelscope import config_from_mmcv
+    from damofd.models.mmcv_config import config_from_mmcv
 
     det = config_from_mmcv(raw, where=where)
     cfg = recipe(template_name(det))

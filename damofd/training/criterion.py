@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +46,9 @@ from damofd.ops.anchors import (
 from damofd.ops.boxes import box_iou_aligned, distance2bbox, kps2distance
 from damofd.training.assigner import ATSSAssigner
 from damofd.training.losses import diou_loss, quality_focal_loss, smooth_l1_loss
+
+if TYPE_CHECKING:
+    from damofd.models.configs import SCRFDHeadConfig
 
 __all__ = ["CriterionConfig", "LossStats", "SCRFDCriterion", "reduce_mean"]
 
@@ -69,6 +73,21 @@ class CriterionConfig:
     def __post_init__(self) -> None:
         if len(self.strides) != len(self.anchor_base_sizes):
             raise ValueError("CriterionConfig: one anchor base size per stride is required")
+
+    @classmethod
+    def from_head(cls, head: SCRFDHeadConfig, **overrides: Any) -> CriterionConfig:
+        """The settings for a detector with this head config: its ``strides`` and ``use_kps``;
+        its anchors per location (``head.num_anchors``) must match ``anchor_scales``.
+        ``overrides`` set other fields."""
+        kw: dict[str, Any] = {"strides": tuple(head.strides), "use_kps": bool(head.use_kps)}
+        kw.update(overrides)
+        cfg = cls(**kw)
+        if int(head.num_anchors) != len(cfg.anchor_scales):
+            raise ValueError(
+                f"CriterionConfig: the head predicts {head.num_anchors} anchors per location, "
+                f"anchor_scales {cfg.anchor_scales} give {len(cfg.anchor_scales)}"
+            )
+        return cfg
 
 
 @dataclass(frozen=True)
@@ -97,6 +116,17 @@ def _flatten(levels: Sequence[Tensor], channels: int) -> Tensor:
     b = levels[0].shape[0]
     return torch.cat(
         [x.permute(0, 2, 3, 1).reshape(b, -1, channels).float() for x in levels], dim=1
+    )
+
+
+def _loss_stats(pos: Tensor, counts: list[int], num_pos_avg: float, weight_avg: float) -> LossStats:
+    """:class:`LossStats` from the ``(B, N)`` positive mask and the anchors per level."""
+    per_level = torch.stack([p.sum() for p in pos.split(counts, dim=1)]).tolist()
+    return LossStats(
+        num_pos=int(pos.sum()),
+        num_pos_per_level=tuple(int(v) for v in per_level),
+        num_pos_avg=float(num_pos_avg),
+        weight_avg=float(weight_avg),
     )
 
 
@@ -165,30 +195,9 @@ class SCRFDCriterion(nn.Module):
         (keypoint loss 0).
         """
         cfg = self.config
-        n_lvl = len(cfg.strides)
-        if len(cls_scores) != n_lvl or len(bbox_preds) != n_lvl:
-            raise ValueError(f"expected {n_lvl} levels of cls/bbox outputs")
-        if cfg.use_kps and (kps_preds is None or len(kps_preds) != n_lvl):
-            raise ValueError("use_kps=True needs the keypoint outputs of every level")
-        bsz = cls_scores[0].shape[0]
-        if len(gt_bboxes) != bsz:
-            raise ValueError(f"{len(gt_bboxes)} target images for a batch of {bsz}")
-        na = self.num_anchors
-        ncls = cls_scores[0].shape[1] // na
-        sizes = [tuple(int(v) for v in x.shape[-2:]) for x in cls_scores]
-        for lvl, (c, b, (h, w), s) in enumerate(zip(cls_scores, bbox_preds, sizes, cfg.strides)):
-            if c.shape[1] != ncls * na or b.shape[1] != 4 * na or tuple(b.shape[-2:]) != (h, w):
-                raise ValueError(
-                    f"level {lvl}: cls {tuple(c.shape)} / bbox {tuple(b.shape)} do not match "
-                    f"{na} anchors per location"
-                )
-            if cfg.use_kps and kps_preds is not None and kps_preds[lvl].shape[1] != 10 * na:
-                raise ValueError(f"level {lvl}: kps has {kps_preds[lvl].shape[1]} channels")
-            if img_size is not None and (h * s, w * s) != tuple(img_size):
-                raise ValueError(
-                    f"level {lvl}: feature map {h}x{w} at stride {s} does not match input "
-                    f"{img_size[0]}x{img_size[1]}"
-                )
+        bsz, ncls, sizes = self._check_outputs(
+            cls_scores, bbox_preds, kps_preds, gt_bboxes, img_size
+        )
         device = cls_scores[0].device
         anchors, centres, strides, counts = self.anchors(sizes, device)
         cls_flat = _flatten(cls_scores, ncls)  # (B, N, C)
@@ -196,25 +205,7 @@ class SCRFDCriterion(nn.Module):
         kps_flat = _flatten(kps_preds, 10) if cfg.use_kps and kps_preds is not None else None
 
         # ---- ATSS per image --------------------------------------------------------------
-        gts = [g.to(device=device, dtype=torch.float32).reshape(-1, 4) for g in gt_bboxes]
-        if gt_keypoints is not None:
-            for i, (g, k) in enumerate(zip(gts, gt_keypoints)):
-                if k.numel() != g.shape[0] * 15:
-                    raise ValueError(
-                        f"image {i}: gt_keypoints {tuple(k.shape)} do not match "
-                        f"{g.shape[0]} boxes (expected ({g.shape[0]}, 5, 3))"
-                    )
-        gt_inds = torch.stack(
-            [
-                self.assigner.assign(
-                    anchors,
-                    counts,
-                    gts[i],
-                    None if gt_bboxes_ignore is None else gt_bboxes_ignore[i].to(device),
-                ).gt_inds
-                for i in range(bsz)
-            ]
-        )  # (B, N)
+        gts, gt_inds = self._assign(anchors, counts, gt_bboxes, gt_keypoints, gt_bboxes_ignore)
         pos = gt_inds > 0
         pos_img, pos_anchor = pos.nonzero(as_tuple=True)
         num_pos_img = pos.sum(dim=1)
@@ -259,28 +250,103 @@ class SCRFDCriterion(nn.Module):
         if cfg.use_kps:
             assert kps_flat is not None
             kps_pred = kps_flat[pos_img, pos_anchor]  # (P, 10)
-            if gt_keypoints is not None and flat_gt_index.numel():
-                kp = torch.cat(
-                    [
-                        k.to(device=device, dtype=torch.float32).reshape(-1, 5, 3)
-                        for k in gt_keypoints
-                    ]
-                )[flat_gt_index]
-                kps_target = kps2distance(c_pos, kp[..., :2].reshape(-1, 10) / s_pos)
-                kps_weight = kp[..., 2].mean(dim=1) * weight
-            else:
-                kps_target = torch.zeros_like(kps_pred)
-                kps_weight = torch.zeros_like(weight)
-            sl1 = smooth_l1_loss(kps_pred, kps_target, beta=cfg.kps_beta).sum(dim=1)
-            loss_kps = cfg.loss_kps_weight * (sl1 * kps_weight).sum() + 0.0 * kps_flat.sum()
-            losses["loss_kps"] = loss_kps / weight_avg
+            loss_kps = self._kps_loss(kps_pred, gt_keypoints, flat_gt_index, c_pos, s_pos, weight)
+            losses["loss_kps"] = (loss_kps + 0.0 * kps_flat.sum()) / weight_avg
         if not return_stats:
             return losses
-        per_level = torch.stack([p.sum() for p in pos.split(counts, dim=1)]).tolist()
-        stats = LossStats(
-            num_pos=int(pos_img.numel()),
-            num_pos_per_level=tuple(int(v) for v in per_level),
-            num_pos_avg=float(num_pos_avg),
-            weight_avg=float(weight_avg_t),
-        )
-        return losses, stats
+        return losses, _loss_stats(pos, counts, num_pos_avg, weight_avg_t)
+
+    def _check_outputs(
+        self,
+        cls_scores: Sequence[Tensor],
+        bbox_preds: Sequence[Tensor],
+        kps_preds: Sequence[Tensor] | None,
+        gt_bboxes: Sequence[Tensor],
+        img_size: tuple[int, int] | None,
+    ) -> tuple[int, int, list[tuple[int, ...]]]:
+        """Check the shapes of the model outputs; returns ``(batch, classes, [(h, w)] per
+        level)``."""
+        cfg = self.config
+        n_lvl = len(cfg.strides)
+        if len(cls_scores) != n_lvl or len(bbox_preds) != n_lvl:
+            raise ValueError(f"expected {n_lvl} levels of cls/bbox outputs")
+        if cfg.use_kps and (kps_preds is None or len(kps_preds) != n_lvl):
+            raise ValueError("use_kps=True needs the keypoint outputs of every level")
+        bsz = cls_scores[0].shape[0]
+        if len(gt_bboxes) != bsz:
+            raise ValueError(f"{len(gt_bboxes)} target images for a batch of {bsz}")
+        na = self.num_anchors
+        ncls = cls_scores[0].shape[1] // na
+        sizes = [tuple(int(v) for v in x.shape[-2:]) for x in cls_scores]
+        for lvl, (c, b, (h, w), s) in enumerate(zip(cls_scores, bbox_preds, sizes, cfg.strides)):
+            if c.shape[1] != ncls * na or b.shape[1] != 4 * na or tuple(b.shape[-2:]) != (h, w):
+                raise ValueError(
+                    f"level {lvl}: cls {tuple(c.shape)} / bbox {tuple(b.shape)} do not match "
+                    f"{na} anchors per location"
+                )
+            if cfg.use_kps and kps_preds is not None and kps_preds[lvl].shape[1] != 10 * na:
+                raise ValueError(f"level {lvl}: kps has {kps_preds[lvl].shape[1]} channels")
+            if img_size is not None and (h * s, w * s) != tuple(img_size):
+                raise ValueError(
+                    f"level {lvl}: feature map {h}x{w} at stride {s} does not match input "
+                    f"{img_size[0]}x{img_size[1]}"
+                )
+        return bsz, ncls, sizes
+
+    def _assign(
+        self,
+        anchors: Tensor,
+        counts: list[int],
+        gt_bboxes: Sequence[Tensor],
+        gt_keypoints: Sequence[Tensor] | None,
+        gt_bboxes_ignore: Sequence[Tensor] | None,
+    ) -> tuple[list[Tensor], Tensor]:
+        """ATSS per image: the float32 ``(N_i, 4)`` boxes and the ``(B, N)`` assigned indices
+        (1-based GT index, 0 negative, -1 ignored)."""
+        device = anchors.device
+        gts = [g.to(device=device, dtype=torch.float32).reshape(-1, 4) for g in gt_bboxes]
+        if gt_keypoints is not None:
+            for i, (g, k) in enumerate(zip(gts, gt_keypoints)):
+                if k.numel() != g.shape[0] * 15:
+                    raise ValueError(
+                        f"image {i}: gt_keypoints {tuple(k.shape)} do not match "
+                        f"{g.shape[0]} boxes (expected ({g.shape[0]}, 5, 3))"
+                    )
+        gt_inds = torch.stack(
+            [
+                self.assigner.assign(
+                    anchors,
+                    counts,
+                    gts[i],
+                    None if gt_bboxes_ignore is None else gt_bboxes_ignore[i].to(device),
+                ).gt_inds
+                for i in range(len(gts))
+            ]
+        )  # (B, N)
+        return gts, gt_inds
+
+    def _kps_loss(
+        self,
+        kps_pred: Tensor,
+        gt_keypoints: Sequence[Tensor] | None,
+        flat_gt_index: Tensor,
+        c_pos: Tensor,
+        s_pos: Tensor,
+        weight: Tensor,
+    ) -> Tensor:
+        """The weighted keypoint smooth-L1 sum over the positives (before ``/ W_avg``)."""
+        cfg = self.config
+        if gt_keypoints is not None and flat_gt_index.numel():
+            kp = torch.cat(
+                [
+                    k.to(device=kps_pred.device, dtype=torch.float32).reshape(-1, 5, 3)
+                    for k in gt_keypoints
+                ]
+            )[flat_gt_index]
+            kps_target = kps2distance(c_pos, kp[..., :2].reshape(-1, 10) / s_pos)
+            kps_weight = kp[..., 2].mean(dim=1) * weight
+        else:
+            kps_target = torch.zeros_like(kps_pred)
+            kps_weight = torch.zeros_like(weight)
+        sl1 = smooth_l1_loss(kps_pred, kps_target, beta=cfg.kps_beta).sum(dim=1)
+        return cfg.loss_kps_weight * (sl1 * kps_weight).sum()

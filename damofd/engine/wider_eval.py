@@ -1,9 +1,13 @@
 """End-to-end WIDER FACE evaluation: run a detector over a WIDER split, write the per-image
 prediction files, evaluate them (``damofd eval``).
 
+This runner drives several stages (models, inference, export for ``backend="onnx"``,
+evaluation), so it sits in the application layer :mod:`damofd.engine`; the metric itself is
+:mod:`damofd.evaluation` (pure NumPy/SciPy).
+
 ::
 
-    from damofd.evaluation.run import run_wider_eval
+    from damofd.engine.wider_eval import run_wider_eval
     run = run_wider_eval("det_500m.onnx", "WIDER_val", protocol="insightface", subset=True)
     print(run.result.easy, run.result.medium, run.result.hard, run.images_per_s)
 
@@ -331,7 +335,8 @@ def _build_model(
     from torch import nn
 
     from damofd.inference import FaceDetector
-    from damofd.models.bundled import bundled_file, bundled_name
+    from damofd.models.bundled import bundled_file
+    from damofd.models.zoo import bundled_name
 
     if backend not in (None, "torch", "onnx"):
         raise ConfigError(f"backend must be 'torch' or 'onnx', got {backend!r}")
@@ -415,8 +420,10 @@ def _providers(device: str) -> list[str]:
 
 def _to_onnx(built: _Model, onnx_path: Path, threads: int | None) -> _Model:
     """Export a torch-backend model to ``onnx_path`` and run it with onnxruntime instead
-    (:meth:`FaceDetector.to_onnx`: same settings)."""
-    det = built.detector.to_onnx(onnx_path, threads=threads)
+    (:func:`damofd.export.export_detector`: same settings)."""
+    from damofd.export.detector import export_detector
+
+    det = export_detector(built.detector, onnx_path, threads=threads)
     return _Model(det, built.label, built.identity, "onnx")
 
 

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from damofd.errors import InputError
+from damofd.models.fuse import fold_bn_into_conv
 from damofd.search.structure import Block, BlockKind, Structure, smart_round
 
 __all__ = [
@@ -537,29 +538,11 @@ class MasterNet(nn.Module):
                         and isinstance(b, BN)
                         and isinstance(b.netblock, nn.BatchNorm2d)
                     ):
-                        a.netblock = _fold(a.netblock, b.netblock)
+                        fold_bn_into_conv(a.netblock, b.netblock)
                         b.netblock = nn.Identity()  # type: ignore[assignment]
             elif isinstance(m, ResUnit) and m.proj is not None:
                 conv, bn = m.proj[0], m.proj[1]
                 if isinstance(bn, nn.BatchNorm2d):
-                    m.proj[0] = _fold(conv, bn)  # type: ignore[arg-type]
+                    fold_bn_into_conv(conv, bn)  # type: ignore[arg-type]
                     m.proj[1] = nn.Identity()
         return self
-
-
-def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """A new conv equal to ``bn(conv(x))`` in eval mode."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    fused = nn.Conv2d(
-        conv.in_channels,
-        conv.out_channels,
-        conv.kernel_size,  # type: ignore[arg-type]
-        stride=conv.stride,  # type: ignore[arg-type]
-        padding=conv.padding,  # type: ignore[arg-type]
-        groups=conv.groups,
-        bias=True,
-    ).to(device=conv.weight.device, dtype=conv.weight.dtype)
-    fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)  # type: ignore[union-attr]
-    return fused
