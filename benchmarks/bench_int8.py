@@ -8,6 +8,12 @@ subset (never the val images it is scored on), then both files are evaluated wit
 ``damofd eval --subset`` (vga protocol, score 0.02) and timed on one 640×480 photo (model-only
 ``session.run`` and end-to-end ``predict``, medians). The gain depends on the CPU's int8 dot
 products (AVX-512 VNNI / AVX-VNNI / AMX): the flags found are printed.
+
+OpenCV's YuNet (``yunet_2023mar_640x640.onnx`` of the shared assets, static 640×640 input, raw
+BGR 0–255) is quantised the same way with its own input convention (``quantize_int8(blobs=...)``)
+and timed beside them: model-only ``session.run`` in ONNX Runtime for fp32 and int8, and
+end to end through ``cv2.FaceDetectorYN`` where OpenCV can load the file. Its AP is not measured
+here (its decoder is OpenCV's, not damofd's).
 """
 
 from __future__ import annotations
@@ -49,8 +55,57 @@ def _ms(fn, repeat: int) -> float:
     return statistics.median(ts) * 1e3
 
 
+def _yunet_rows(
+    assets: Path, calib: list[Path], photo: np.ndarray, threads: int, repeat: int, tmp: Path
+) -> list[dict]:
+    """YuNet fp32 vs int8: model-only (ONNX Runtime) and end to end (cv2.FaceDetectorYN)."""
+    import onnxruntime as ort
+
+    from damofd.export.quantize import quantize_int8
+
+    fp32 = assets / "models" / "peers" / "yunet_2023mar_640x640.onnx"
+    if not fp32.is_file():
+        return []
+
+    def blobs():  # what FaceDetectorYN feeds the network: BGR, 0..255, 640×640 (zero padded)
+        for p in calib:
+            img = cv2.imread(str(p))
+            s = 640 / max(img.shape[:2])
+            img = cv2.resize(img, None, fx=s, fy=s)
+            canvas = np.zeros((640, 640, 3), np.float32)
+            canvas[: img.shape[0], : img.shape[1]] = img
+            yield canvas.transpose(2, 0, 1)[None].copy()
+
+    q = quantize_int8(fp32, tmp / "yunet_int8.onnx", [], blobs=blobs)
+    canvas = np.zeros((640, 640, 3), np.float32)
+    canvas[:480] = photo
+    feed = {"input": canvas.transpose(2, 0, 1)[None].copy()}
+    rows = []
+    for kind, path in (("fp32", fp32), ("int8", q)):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        row = {
+            "model": "YuNet 2023mar (yunet_2023mar_640x640.onnx)",
+            "precision": kind,
+            "bytes": path.stat().st_size,
+            "model_only_ms": _ms(lambda s=sess: s.run(None, feed), repeat),
+        }
+        try:
+            cv2.setNumThreads(threads)
+            yn = cv2.FaceDetectorYN.create(str(path), "", (640, 480), 0.5, 0.3, 5000)
+            _, faces = yn.detect(photo)
+            row["faces"] = 0 if faces is None else len(faces)
+            row["e2e_ms"] = _ms(lambda y=yn: y.detect(photo), repeat)
+        except cv2.error as e:
+            row["e2e_error"] = str(e).strip().splitlines()[-1][:200]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
-    from damofd.evaluation.run import run_wider_eval
+    from damofd.engine.wider_eval import run_wider_eval
     from damofd.export.quantize import quantize_int8
     from damofd.inference import FaceDetector
     from damofd.inference.preprocess import fill_canvas
@@ -104,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+        rows += _yunet_rows(assets, calib, photo, args.threads, args.repeat, Path(tmp))
     for label in models:
         f, i = (next(r for r in rows if r["model"] == label and r["precision"] == p)
                 for p in ("fp32", "int8"))  # fmt: skip
@@ -112,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{label}: int8 − fp32 AP {d[0]:+.4f} / {d[1]:+.4f} / {d[2]:+.4f}; speed-up "
             f"×{speed[0]:.2f} model-only, ×{speed[1]:.2f} end to end"
+        )
+    yn = [r for r in rows if r["model"].startswith("YuNet")]
+    if len(yn) == 2:
+        f, i = yn
+        print(
+            f"YuNet: int8 speed-up ×{f['model_only_ms'] / i['model_only_ms']:.2f} model-only"
+            + (f", ×{f['e2e_ms'] / i['e2e_ms']:.2f} end to end" if "e2e_ms" in i else "")
         )
     if args.json:
         Path(args.json).write_text(

@@ -29,7 +29,8 @@ def test_int8_export_runs_and_tracks_fp32(tmp_path: Path, capsys) -> None:
         cv2.imwrite(str(calib / f"{i}.jpg"), img if flip is None else cv2.flip(img, flip))
     out = tmp_path / "int8.onnx"
     assert main(["export", "--out", str(out), "--int8", "--calib", str(calib)]) == 0
-    assert "int8 QDQ, calibrated on 3 images" in capsys.readouterr().out
+    assert "int8 QDQ, u8 activations, calibrated on 3 images" in capsys.readouterr().out
+    assert _activation_zero_point_types(out) == {np.dtype(np.uint8)}
     fp32 = bundled_file("damofd-0.5g-kps", "onnx")
     assert out.stat().st_size < 0.8 * fp32.stat().st_size
     a = FaceDetector.from_onnx(fp32, score_thr=0.05, workers=0).predict(str(PHOTO))[0]
@@ -37,6 +38,49 @@ def test_int8_export_runs_and_tracks_fp32(tmp_path: Path, capsys) -> None:
     assert len(a) and len(b)
     assert abs(float(a.scores[0]) - float(b.scores[0])) < 0.1
     assert np.abs(a.boxes[0] - b.boxes[0]).max() < 12  # px, on a 512 px photo
+
+
+def _activation_zero_point_types(path: Path) -> set[np.dtype]:
+    """dtypes of the zero points of the activation QuantizeLinear nodes of a QDQ model."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {
+        inits[n.input[2]].dtype
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits
+    }
+
+
+def test_int8_signed_activations_and_custom_calibration_tensors(tmp_path: Path) -> None:
+    """``activations="s8"`` writes signed activations; ``blobs=`` feeds ready input tensors
+    (another model's preprocessing) instead of the detector's; bad choices are refused."""
+    import cv2
+
+    from damofd.errors import ConfigError
+    from damofd.export.quantize import quantize_int8
+    from damofd.inference import FaceDetector
+    from damofd.models.bundled import bundled_file
+
+    fp32 = bundled_file("damofd-0.5g-kps", "onnx")
+    img = cv2.resize(cv2.imread(str(PHOTO)), (640, 640)).astype(np.float32)
+    blob = ((img - 127.5) / 128.0).transpose(2, 0, 1)[None].copy()
+    seen = []
+
+    def blobs():
+        seen.append(1)
+        return [blob, blob[:, :, ::-1].copy()]
+
+    out = quantize_int8(fp32, tmp_path / "s8.onnx", [], activations="s8", blobs=blobs)
+    assert seen and _activation_zero_point_types(out) == {np.dtype(np.int8)}
+    res = FaceDetector.from_onnx(out, workers=0, score_thr=0.05).predict(str(PHOTO))[0]
+    assert res.error is None and len(res) >= 1
+    with pytest.raises(ConfigError, match="activations must be one of"):
+        quantize_int8(fp32, tmp_path / "x.onnx", [PHOTO], activations="u16")
+    with pytest.raises(ConfigError, match="at least one image"):
+        quantize_int8(fp32, tmp_path / "x.onnx", [])
 
 
 def test_int8_needs_calibration_photos(tmp_path: Path, capsys) -> None:
