@@ -20,6 +20,12 @@ shipped in the package) runs on onnxruntime, offline; ``--model NAME`` of anothe
 bundled weights (``damofd zoo`` marks them) does the same. ``--onnx FILE`` runs onnxruntime;
 ``--model``/``--weights`` run PyTorch (``--backend onnx`` exports the model to a temporary ONNX
 file first, like ``damofd eval``).
+
+INPUTs may also be glob patterns, text files listing paths or URIs (``.txt``/``.lst``) and
+Parquet/CSV tables with a path column (``--path-column``). ``--engine ray`` runs the images on
+the actors of a local Ray instance or of a cluster (``--ray-address``), with the same results,
+resumable, written under ``--out DIR/detections/`` (:mod:`damofd.inference.ray`, docs/ray.md;
+``pip install 'damofd[ray]'``).
 """
 
 from __future__ import annotations
@@ -31,10 +37,15 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from damofd.cli._files import (
+    OutputNamer,
+    detection_record,
+    expand_inputs,
+    recorded_paths,
+)
 from damofd.cli._types import (
     nms_threshold,
     non_negative_int,
@@ -56,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "inputs",
         nargs="*",
         metavar="INPUT",
-        help="image files, folders (recursive), video files, http(s) URLs or a camera index",
+        help="image files, folders (recursive), video files, http(s) URLs, a camera index, glob "
+        "patterns, .txt lists of paths/URIs or .parquet/.csv tables with a path column",
     )
     src = parser.add_argument_group("model (one of; default: the bundled damofd-0.5g-kps)")
     src.add_argument(
@@ -157,6 +169,128 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar (images and videos)"
     )
+    parser.add_argument(
+        "--path-column",
+        default="path",
+        metavar="NAME",
+        help="the column of paths/URIs in a Parquet/CSV INPUT table (default path)",
+    )
+    eng = parser.add_argument_group(
+        "engine (--engine ray: many images on Ray Data, pip install 'damofd[ray]'; docs/ray.md)"
+    )
+    eng.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default): this process; ray: actors of a local Ray instance or a cluster",
+    )
+    eng.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="join this Ray cluster (auto, HOST:PORT or ray://HOST:10001); default: "
+        "$RAY_ADDRESS if set, else a local Ray instance sized to this machine",
+    )
+    eng.add_argument(
+        "--num-actors",
+        type=num_actors,
+        metavar="N|MIN,MAX",
+        help="detector actors: N, or an autoscaling pool MIN,MAX (default: one per "
+        "--cpus-per-actor CPUs, or per --gpus-per-actor GPUs, of the cluster)",
+    )
+    eng.add_argument(
+        "--cpus-per-actor",
+        type=positive_float,
+        default=1.0,
+        metavar="C",
+        help="CPUs reserved per actor (default 1); its onnxruntime session gets max(1, C) "
+        "threads unless --threads says otherwise",
+    )
+    eng.add_argument(
+        "--gpus-per-actor",
+        type=non_negative_float,
+        default=0.0,
+        metavar="G",
+        help="GPUs per actor (default 0: CPU actors); > 0 runs the model on CUDA (PyTorch, or "
+        "onnxruntime-gpu when installed)",
+    )
+    eng.add_argument(
+        "--format",
+        choices=("jsonl", "parquet"),
+        help="result files under --out/detections/ (default jsonl: the records of "
+        f"{JSONL_NAME}; parquet: one row per image)",
+    )
+
+
+def num_actors(text: str) -> int | tuple[int, int]:
+    """``--num-actors``: ``N`` (N ≥ 1) or ``MIN,MAX`` (1 ≤ MIN ≤ MAX)."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) == 1 and values[0] >= 1:
+        return values[0]
+    if len(values) == 2 and 1 <= values[0] <= values[1]:
+        return values[0], values[1]
+    raise argparse.ArgumentTypeError(
+        f"expected N (≥ 1) or MIN,MAX with 1 ≤ MIN ≤ MAX, got {text!r}"
+    )
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (v > 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return v
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (v >= 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {text!r}")
+    return v
+
+
+#: flags of one engine only: (dest, flag, default)
+_RAY_ONLY = (
+    ("ray_address", "--ray-address", None),
+    ("num_actors", "--num-actors", None),
+    ("cpus_per_actor", "--cpus-per-actor", 1.0),
+    ("gpus_per_actor", "--gpus-per-actor", 0.0),
+    ("format", "--format", None),
+)
+_LOCAL_ONLY = (
+    ("json", "--json", False),
+    ("verbose", "-v", False),
+    ("camera", "--camera", None),
+    ("max_frames", "--max-frames", None),
+    ("track", "--track", False),
+)
+
+
+def _check_engine_flags(args: argparse.Namespace) -> None:
+    """:class:`ConfigError` for flags of the other engine."""
+    if args.engine == "ray":
+        given = [flag for dest, flag, default in _LOCAL_ONLY if getattr(args, dest) != default]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to --engine "
+                f"local only (--engine ray writes its records under --out and detects images, "
+                f"not videos or cameras)"
+            )
+    else:
+        given = [flag for dest, flag, default in _RAY_ONLY if getattr(args, dest) != default]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to --engine "
+                f"ray only; add --engine ray"
+            )
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -247,7 +381,7 @@ def build_detector(args: argparse.Namespace) -> Any:
         onnx_file = args.weights
     if onnx_file is None and args.model and args.model.lower().endswith(".onnx"):
         onnx_file = args.model
-    from damofd.models.bundled import DEFAULT_MODEL, bundled_name
+    from damofd.models.zoo import DEFAULT_MODEL, bundled_name
 
     model = args.model
     if onnx_file is None and not (model or args.weights):
@@ -299,43 +433,6 @@ def _detect_onnx_arch(path: str) -> str:
     return detect_onnx_config(path)
 
 
-def _is_camera(s: str) -> bool:
-    return s.isdigit() and not Path(s).exists()
-
-
-def _expand(
-    inputs: list[str],
-) -> Iterator[tuple[str, str, Path | None]]:
-    """Yield (kind, source, base folder) with kind in image / video / camera / empty (a folder
-    holding no image or video)."""
-    from damofd.inference.image_io import IMAGE_EXTENSIONS
-    from damofd.inference.video import VIDEO_EXTENSIONS
-
-    for s in inputs:
-        if s.startswith(("http://", "https://")):
-            yield "image", s, None
-        elif _is_camera(s):
-            yield "camera", s, None
-        elif Path(s).is_dir():
-            base = Path(s)
-            files = sorted(p for p in base.rglob("*") if p.is_file())
-            found = False
-            for p in files:
-                ext = p.suffix.lower()
-                if ext in IMAGE_EXTENSIONS:
-                    found = True
-                    yield "image", str(p), base
-                elif ext in VIDEO_EXTENSIONS:
-                    found = True
-                    yield "video", str(p), base
-            if not found:
-                yield "empty", s, base
-        elif Path(s).suffix.lower() in VIDEO_EXTENSIONS:
-            yield "video", s, None
-        else:
-            yield "image", s, None  # missing or unreadable files are reported by the loader
-
-
 class _Outputs:
     """Output naming (no collisions), drawings and the JSON-lines record.
 
@@ -352,7 +449,7 @@ class _Outputs:
         self.out_dir = out_dir
         self.save_vis = save_vis
         self.to_stdout = to_stdout
-        self._used: set[Path] = set()
+        self._namer = OutputNamer(out_dir) if out_dir is not None else None
         self.done: set[str] = set()
         self.path: Path | None = None
         self._fd: int | None = None
@@ -365,25 +462,16 @@ class _Outputs:
             if force:
                 self.path.unlink(missing_ok=True)
             elif self.path.is_file():
-                self.done = _recorded_paths(self.path)
+                self.done = recorded_paths(self.path)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def name_for(self, source: str, base: Path | None, suffix: str | None = None) -> Path:
-        assert self.out_dir is not None
-        if source.startswith(("http://", "https://")):
-            rel = Path(source.rstrip("/").rsplit("/", 1)[-1] or "url.jpg")
-        elif base is not None:
-            rel = Path(source).relative_to(base)
-        else:
-            rel = Path(Path(source).name)
-        if suffix is not None:
-            rel = rel.with_suffix(suffix)
-        cand, k = self.out_dir / rel, 1
-        while cand in self._used:
-            cand = self.out_dir / rel.with_name(f"{rel.stem}_{k}{rel.suffix}")
-            k += 1
-        self._used.add(cand)
-        return cand
+        assert self._namer is not None
+        return self._namer.name_for(source, base, suffix)
+
+    def image_name_for(self, source: str, base: Path | None) -> Path:
+        assert self._namer is not None
+        return self._namer.image_name_for(source, base)
 
     def emit(self, record: dict[str, Any]) -> None:
         line = json.dumps(record)
@@ -407,23 +495,6 @@ class _Outputs:
         return self.path
 
 
-def _recorded_paths(path: Path) -> set[str]:
-    """Paths recorded without an error in an existing ``detections.jsonl`` (image records only;
-    a torn last line from a killed run is ignored and that image is redone)."""
-    done: set[str] = set()
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict) and "frame" not in rec and not rec.get("error"):
-                src = rec.get("path")
-                if isinstance(src, str):
-                    done.add(src)
-    return done
-
-
 def run(args: argparse.Namespace) -> int:
     from damofd.inference.draw import draw_faces
     from damofd.inference.video import process_video
@@ -436,7 +507,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("no input: pass image files, folders, videos, URLs or --camera N")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be ≥ 1, got {args.batch_size}")
-    items = list(_expand(inputs))
+    _check_engine_flags(args)
+    items = list(expand_inputs(inputs, path_column=args.path_column))
+    if args.engine == "ray":
+        from damofd.inference.ray import run_detect_cli
+
+        return run_detect_cli(args, items)
     if args.save_vis or args.out:
         out_dir: Path | None = ensure_writable_dir(args.out or DEFAULT_OUT)
     else:
@@ -461,11 +537,11 @@ def run(args: argparse.Namespace) -> int:
     def report_error(msg: str) -> None:
         sys.stderr.write(f"damofd detect: skipped {msg}\n")
 
-    for kind, src, _base in items:
-        if kind == "empty":
+    for item in items:
+        if item.kind == "empty":
             n_failed += 1
-            sys.stderr.write(f"damofd detect: warning: {src}: no images or videos in this folder\n")
-    images = [(src, base) for kind, src, base in items if kind == "image"]
+            sys.stderr.write(f"damofd detect: warning: {item.source}: {item.note}\n")
+    images = [(it.source, it.base) for it in items if it.kind == "image"]
     # images first, in batches (streamed), then videos and cameras one by one
     bar = None
     if progress and len(images) > 1:
@@ -479,14 +555,12 @@ def run(args: argparse.Namespace) -> int:
         if res.error is not None:
             n_failed += 1
             report_error(res.error)
-            outs.emit({**res.to_dict(), "path": src})
+            outs.emit(detection_record(res, src))
             continue
         n_faces += len(res)
-        rec = {**res.to_dict(), "path": src}
+        rec = detection_record(res, src)
         if outs.save_vis and out_dir is not None:
-            vis = outs.name_for(src, base)
-            if vis.suffix.lower() not in (".jpg", ".jpeg", ".png", ".bmp", ".webp"):
-                vis = vis.with_suffix(".jpg")
+            vis = outs.image_name_for(src, base)
             try:
                 draw_faces(src, res, vis)
                 rec["vis"] = str(vis)
@@ -506,7 +580,7 @@ def run(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.close()
 
-    for kind, src, base in items:
+    for kind, src, base, _note in items:
         if kind not in ("video", "camera"):
             continue
         source: str | int = int(src) if kind == "camera" else src
@@ -559,7 +633,7 @@ def run(args: argparse.Namespace) -> int:
 
     jsonl = outs.finish()
     dt = time.perf_counter() - t0
-    n_videos = sum(1 for k, _, _ in items if k in ("video", "camera"))
+    n_videos = sum(1 for it in items if it.kind in ("video", "camera"))
     parts = [f"{n_images} image{'s' if n_images != 1 else ''}"]
     if n_videos:
         parts.append(f"{n_videos} video{'s' if n_videos != 1 else ''} ({n_frames} frames)")
