@@ -32,9 +32,6 @@ LAYERS: list[tuple[str, ...]] = [
 
 # (importing module, imported unit): upward imports still to remove, tracked by issue 12.
 KNOWN_UPWARD = {
-    # FaceDetector.to_onnx, kept for its callers (cli/detect.py); new code calls
-    # damofd.export.export_detector, which depends on inference and not the other way
-    ("damofd.inference.detector", "damofd.export"),
     # the Ray engine reuses the CLI's file walking and detect loop: it belongs in damofd.engine
     ("damofd.inference.ray", "damofd.cli"),
 }

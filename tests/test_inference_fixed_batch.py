@@ -143,5 +143,7 @@ def test_paths_and_counts_validated(exports: dict[str, Path], tmp_path: Path) ->
 
 
 def test_to_onnx_needs_a_torch_detector(exports: dict[str, Path]) -> None:
-    with pytest.raises(ConfigError, match="to_onnx needs a detector on the PyTorch backend"):
-        FaceDetector.from_onnx(exports["fixed"], workers=0).to_onnx()
+    from damofd.export import export_detector
+
+    with pytest.raises(ConfigError, match="needs a detector on the PyTorch backend"):
+        export_detector(FaceDetector.from_onnx(exports["fixed"], workers=0))

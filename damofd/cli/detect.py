@@ -342,7 +342,8 @@ def build_detector(args: argparse.Namespace) -> Any:
 
     ``--onnx FILE`` excludes ``--model``/``--weights``; ``--device`` (other than cpu) and
     ``--fp16`` are refused on the onnx backend. ``--backend onnx`` with a PyTorch model exports
-    it to a temporary ONNX file first (:meth:`FaceDetector.to_onnx`, as ``damofd eval`` does).
+    it to a temporary ONNX file first (:func:`damofd.export.export_detector`, as ``damofd eval``
+    does).
     """
     from damofd.inference import FaceDetector
 
@@ -423,7 +424,9 @@ def build_detector(args: argparse.Namespace) -> Any:
         det = FaceDetector.from_pretrained(model, **torch_kw, **common)
     if backend == "onnx":
         sys.stderr.write("damofd detect: exporting the model to ONNX for --backend onnx\n")
-        det = det.to_onnx(**onnx_kw)
+        from damofd.export import export_detector
+
+        det = export_detector(det, **onnx_kw)
     return det
 
 

@@ -2,8 +2,8 @@
 back the same detector on onnxruntime.
 
 This is the export stage driving the inference stage's detector type (export sits above
-inference), so that :mod:`damofd.inference` never imports export. ``FaceDetector.to_onnx`` is a
-thin wrapper around :func:`export_detector`, kept for its callers.
+inference), so that :mod:`damofd.inference` never imports export (this replaces the former
+``FaceDetector.to_onnx`` method).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def export_detector(
     model = getattr(detector.backend, "model", None)
     if model is None or not hasattr(model, "forward_export"):
         raise ConfigError(
-            f"to_onnx needs a detector on the PyTorch backend, this one runs "
+            f"export_detector needs a detector on the PyTorch backend, this one runs "
             f"{detector.backend.description}"
         )
     settings: dict[str, Any] = {

@@ -422,28 +422,6 @@ class FaceDetector:
             raise InputError(f"{s}: no such file")
         return cls.from_zoo(s, **kwargs)
 
-    def to_onnx(
-        self,
-        path: str | os.PathLike[str] | None = None,
-        *,
-        threads: int | None = None,
-        providers: list[str] | None = None,
-        workers: int | None = None,
-    ) -> FaceDetector:
-        """This detector's PyTorch model exported to ONNX and run with onnxruntime, with the same
-        settings: :func:`damofd.export.export_detector` (``path``: the ``.onnx`` file to write,
-        ``None`` a temporary one; ``threads``, ``providers``, ``workers`` as in
-        :meth:`from_onnx`).
-
-        Raises:
-            ConfigError: the detector does not run a PyTorch model (it is on onnxruntime already).
-        """
-        # the one upward import of this stage (inference -> export), an exception written in
-        # tests/test_import_graph.py; new code calls damofd.export.export_detector directly
-        from damofd.export.detector import export_detector
-
-        return export_detector(self, path, threads=threads, providers=providers, workers=workers)
-
     # ------------------------------------------------------------------ settings
     @property
     def score_thr(self) -> float:
