@@ -9,11 +9,16 @@ them and anyone can run them by hand::
     python benchmarks/train_default.py wide [--minutes M]       # 640-px, wide crop scales
     python benchmarks/train_default.py bundle  --checkpoint runs/default-0.5g-kps-640/latest.pth
     python benchmarks/train_default.py card   [--bench bench_infer.json]  # docs/model-card.md
+    python benchmarks/train_default.py compare [--model scrfd-500m-kps]   # DamoFD vs SCRFD arm
 
 The SCRFD arm of the comparison (issue 10 item 3) runs the identical recipe, seed, data and
 sample count on another architecture: ``patch --model scrfd-500m-kps`` and ``finetune --model
 scrfd-500m-kps`` (work dirs ``runs/arm-scrfd-500m-kps[-640]``); both stages pin the crop scales
 (0.5G recipe: 1.0…2.0 at 640, 0.5…1.0 in 320 patches), so the recipes differ in nothing.
+
+``compare`` evaluates the arm's last checkpoint like ``bundle`` evaluates the default, sets its
+in-training AP curve beside the default's (same iterations of the same schedule), prints the
+deltas beside the published ones and writes ``benchmarks/results/damofd_vs_<arm>.json``.
 
 ``patch`` and ``finetune`` resume from their work dir when run again (``--resume``), so a run cut
 by a session's end continues where it stopped. ``bundle`` strips the optimizer state, exports
@@ -197,11 +202,12 @@ def _landmarks(detector: Any, a: dict[str, Path]) -> dict[str, Any]:
 def stage_bundle(args: argparse.Namespace) -> int:
     import torch
 
-    from damofd.evaluation.run import run_wider_eval
+    from damofd.engine.wider_eval import run_wider_eval
     from damofd.export.onnx import export_onnx_detailed
     from damofd.inference import FaceDetector
     from damofd.models.bundled import sha256_file
-    from damofd.models.checkpoint import load_model, save_checkpoint
+    from damofd.models.checkpoint import save_checkpoint
+    from damofd.models.factory import load_model
 
     a = _assets()
     ckpt = Path(args.checkpoint)
@@ -393,6 +399,111 @@ def stage_card(args: argparse.Namespace) -> int:
     return 0
 
 
+# DamoFD paper, Table 3 (WIDER FACE val, AP %): DamoFD-0.5G minus SCRFD-0.5G, and the KPS variants
+PUBLISHED_DELTAS = {
+    "damofd-0.5g vs scrfd-500m": (-0.25, 0.24, 2.52),
+    "damofd-0.5g-kps vs scrfd-500m-kps": (-0.56, 0.01, 0.48),
+}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def _evaluate_checkpoint(ckpt: Path, a: dict[str, Path], tag: str) -> dict[str, Any]:
+    """Export ``ckpt`` to ONNX and score it on the val subset with both protocols (as
+    ``bundle`` scores the default)."""
+    from damofd.engine.wider_eval import run_wider_eval
+    from damofd.export.onnx import export_onnx_detailed
+
+    onnx = RUNS / f"{tag}.onnx"
+    export_onnx_detailed(str(ckpt), str(onnx), dynamic=True, verify=True)
+    out: dict[str, Any] = {}
+    for protocol in ("vga", "original"):
+        ev = run_wider_eval(
+            str(onnx), str(a["val"]), str(a["gt"]), protocol=protocol, score_thr=0.02,
+            subset=True, work_dir=str(RUNS / f"eval-{tag}-{protocol}"), fresh=True, threads=2,
+            progress=False,
+        )  # fmt: skip
+        out[protocol] = {"easy": ev.result.easy, "medium": ev.result.medium, "hard": ev.result.hard}
+        print(f"{tag} {protocol}: {out[protocol]}", flush=True)
+    return out
+
+
+def stage_compare(args: argparse.Namespace) -> int:
+    """DamoFD arm (the bundled default's run, from bundled.json) vs the ``--model`` arm."""
+    from damofd.io import atomic_write_text
+
+    a = _assets()
+    default = json.loads((WEIGHTS / "bundled.json").read_text())[NAME]
+    patch_dir, finetune_dir = _dirs(args.model)
+    arm_curve = {"patch": _val_curve(patch_dir), "finetune": _val_curve(finetune_dir)}
+    found = [d / "latest.pth" for d in (finetune_dir, patch_dir) if (d / "latest.pth").is_file()]
+    ckpt = found[0] if found else None
+    if ckpt is None:
+        raise SystemExit(f"no checkpoint of the {args.model} arm in {patch_dir} or {finetune_dir}")
+    final = _evaluate_checkpoint(ckpt, a, f"arm-{args.model}")
+    rows = []
+    for stage in ("patch", "finetune"):
+        mine = {r["iter"]: r for r in default["val_curve"].get(stage, [])}
+        for r in arm_curve[stage]:
+            d = mine.get(r["iter"])
+            if d is not None:
+                keys = ("easy", "medium", "hard")
+                rows.append(
+                    {"stage": stage, "epoch": r["epoch"], "iter": r["iter"],
+                     NAME: {k: d[k] for k in keys}, args.model: {k: r[k] for k in keys}}
+                )  # fmt: skip
+    complete = len(arm_curve["finetune"]) == len(default["val_curve"].get("finetune", [])) > 0
+    result = {
+        "arms": [NAME, args.model],
+        "recipe": default["recipe"],
+        "identical": "recipe, seed 0, data (1,177 train images), schedule and sample count; the "
+        "arms ran on different CPUs, so float rounding (not the recipe) differs",
+        "cpu_of_this_arm": _cpu_model(),
+        "arm_checkpoint": str(ckpt),
+        "arm_complete": complete,
+        "arm_cpu_hours": round(2 * (_train_hours(patch_dir) + _train_hours(finetune_dir)), 2),
+        "final": {
+            NAME: {
+                "vga": {k: default["ap"][k] for k in ("easy", "medium", "hard")},
+                "original": default["ap"]["original_protocol"],
+            },
+            args.model: final,
+        },
+        "curve": rows,
+        "published_deltas_ap_percent": PUBLISHED_DELTAS,
+    }
+    print(f"\n| checkpoint | {NAME} E / M / H | {args.model} E / M / H | DamoFD − SCRFD (points) |")
+    print("| --- | --- | --- | --- |")
+
+    def line(label: str, d: dict[str, float], s: dict[str, float]) -> None:
+        k = ("easy", "medium", "hard")
+        print(f"| {label} | {' / '.join(f'{d[x]:.3f}' for x in k)} | "
+              f"{' / '.join(f'{s[x]:.3f}' for x in k)} | "
+              f"{' / '.join(f'{100 * (d[x] - s[x]):+.1f}' for x in k)} |")  # fmt: skip
+
+    for r in rows:
+        line(f"{r['stage']} {r['epoch']} (it {r['iter']})", r[NAME], r[args.model])
+    for protocol in ("vga", "original"):
+        label = f"final ({protocol}{'' if complete else ', arm incomplete'})"
+        line(label, result["final"][NAME][protocol], final[protocol])
+    for k, v in PUBLISHED_DELTAS.items():
+        print(f"published {k}: {v[0]:+.2f} / {v[1]:+.2f} / {v[2]:+.2f} AP points (full val set)")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"damofd_vs_{args.model}.json"
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="stage", required=True)
@@ -410,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--checkpoint", required=True)
     c = sub.add_parser("card", help="print the model card's measured tables, draw its curve")
     c.add_argument("--bench", help="JSON written by benchmarks/bench_infer.py --json")
+    cmp_ = sub.add_parser("compare", help="DamoFD (the default's run) vs another arm, same recipe")
+    cmp_.add_argument("--model", default="scrfd-500m-kps", help="the other arm (scrfd-500m-kps)")
     args = ap.parse_args(argv)
     return {
         "data": stage_data,
@@ -418,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         "wide": stage_wide,
         "bundle": stage_bundle,
         "card": stage_card,
+        "compare": stage_compare,
     }[args.stage](args)
 
 
