@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -27,18 +26,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from bench_infer import median_ms  # the one median timer of benchmarks/
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _median_ms(fn, repeat: int) -> float:
-    fn()
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts) * 1e3
 
 
 def _pan_clip(img: np.ndarray, path: Path, frames: int) -> None:
@@ -95,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
             "crops": len(crops),
             "keypoint_residual_px_mean": float(e.mean()) if e.size else None,
             "keypoint_residual_px_max": float(e.max()) if e.size else None,
-            "ms_per_face": _median_ms(lambda: align_faces(img, res), args.repeat)
+            "ms_per_face": median_ms(lambda: align_faces(img, res), args.repeat)
             / max(1, len(crops)),
         },
-        "anonymize_photo_ms": _median_ms(
+        "anonymize_photo_ms": median_ms(
             lambda: anonymize_image(img, det.predict(img)[0].boxes), args.repeat
         ),
     }

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+from bench_infer import median_ms  # the one median timer of benchmarks/
 
 from damofd.testing import assets_dir
 
@@ -42,17 +41,6 @@ def _cpu_flags() -> list[str]:
         if line.startswith("flags"):
             flags.update(line.split(":", 1)[1].split())
     return sorted(f for f in flags if "vnni" in f or f.startswith("amx") or f == "avx512_bf16")
-
-
-def _ms(fn, repeat: int) -> float:
-    for _ in range(3):
-        fn()
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts) * 1e3
 
 
 def _yunet_rows(
@@ -89,14 +77,14 @@ def _yunet_rows(
             "model": "YuNet 2023mar (yunet_2023mar_640x640.onnx)",
             "precision": kind,
             "bytes": path.stat().st_size,
-            "model_only_ms": _ms(lambda s=sess: s.run(None, feed), repeat),
+            "model_only_ms": median_ms(lambda s=sess: s.run(None, feed), repeat),
         }
         try:
             cv2.setNumThreads(threads)
             yn = cv2.FaceDetectorYN.create(str(path), "", (640, 480), 0.5, 0.3, 5000)
             _, faces = yn.detect(photo)
             row["faces"] = 0 if faces is None else len(faces)
-            row["e2e_ms"] = _ms(lambda y=yn: y.detect(photo), repeat)
+            row["e2e_ms"] = median_ms(lambda y=yn: y.detect(photo), repeat)
         except cv2.error as e:
             row["e2e_error"] = str(e).strip().splitlines()[-1][:200]
         rows.append(row)
@@ -154,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                     "easy": ev.result.easy,
                     "medium": ev.result.medium,
                     "hard": ev.result.hard,
-                    "model_only_ms": _ms(lambda s=sess, f=feed: s.run(None, f), args.repeat),
-                    "e2e_ms": _ms(lambda d=det: d.predict(photo), args.repeat),
+                    "model_only_ms": median_ms(lambda s=sess, f=feed: s.run(None, f), args.repeat),
+                    "e2e_ms": median_ms(lambda d=det: d.predict(photo), args.repeat),
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
