@@ -51,6 +51,7 @@ pytestmark = pytest.mark.skipif(
 def ray_local():
     """One local Ray instance for the module: 2 CPUs, no dashboard, a small object store."""
     env_before = os.environ.get("RAY_AUTH_MODE")
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     started = not ray.is_initialized()
     if started:
         ray.init(
@@ -64,6 +65,9 @@ def ray_local():
     yield ray
     if started:
         ray.shutdown()
+        for sig, handler in handlers.items():  # ray.init installs its own: give them back
+            if handler is not None:
+                signal.signal(sig, handler)
     if env_before is None:  # ray.init enables token auth for this process and its children
         os.environ.pop("RAY_AUTH_MODE", None)
 

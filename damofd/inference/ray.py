@@ -27,6 +27,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterable
@@ -707,6 +708,9 @@ def run_detect_cli(args: argparse.Namespace, items: list[InputItem]) -> int:
     actors_desc = ""
     new_files: list[Path] = []
     if rows:
+        # ray.init installs its own SIGTERM/SIGINT handlers in this process; give the caller's
+        # back when the instance started here shuts down (the CLI can run in-process)
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
         started, startup_s, where = _start_ray(ray, args.ray_address)
         try:
             if args.ray_address is None and started and args.num_actors is not None:
@@ -767,6 +771,9 @@ def run_detect_cli(args: argparse.Namespace, items: list[InputItem]) -> int:
         finally:
             if started:
                 ray.shutdown()
+                for sig, handler in handlers.items():
+                    if handler is not None:
+                        signal.signal(sig, handler)
         after = set(_result_files(out_dir)[fmt])
         new_files = sorted(after - before)
     dt = time.perf_counter() - t0
