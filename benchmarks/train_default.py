@@ -48,6 +48,7 @@ PATCH_DIR = RUNS / "default-0.5g-kps"
 FINETUNE_DIR = RUNS / "default-0.5g-kps-640"
 WEIGHTS = Path(__file__).resolve().parents[1] / "damofd" / "weights"
 HOLDOUT_NAMES = WEIGHTS / "holdout_train.txt"
+SETTINGS = ("easy", "medium", "hard")
 
 # the recipe of the bundled model (docs/model-card.md); only --time-limit differs between sessions
 PATCH_ARGS = [
@@ -199,10 +200,30 @@ def _landmarks(detector: Any, a: dict[str, Path]) -> dict[str, Any]:
     return landmark_nme(preds, anns).to_dict()
 
 
+def _evaluate_onnx(onnx: Path, a: dict[str, Path], tag: str) -> dict[str, dict[str, Any]]:
+    """AP of ``onnx`` on the val subset with both protocols (score 0.02), images and seconds."""
+    from damofd.engine.wider_eval import run_wider_eval
+
+    results: dict[str, dict[str, Any]] = {}
+    for protocol in ("vga", "original"):
+        t0 = time.perf_counter()
+        ev = run_wider_eval(
+            str(onnx), str(a["val"]), str(a["gt"]), protocol=protocol, score_thr=0.02,
+            subset=True, work_dir=str(RUNS / f"eval-{tag}-{protocol}"), fresh=True, threads=2,
+            progress=False,
+        )  # fmt: skip
+        results[protocol] = {
+            **{k: getattr(ev.result, k) for k in SETTINGS},
+            "images": len(ev.detected) + len(ev.reused),
+            "seconds": time.perf_counter() - t0,
+        }
+        print(tag, protocol, results[protocol], flush=True)
+    return results
+
+
 def stage_bundle(args: argparse.Namespace) -> int:
     import torch
 
-    from damofd.engine.wider_eval import run_wider_eval
     from damofd.export.onnx import export_onnx_detailed
     from damofd.inference import FaceDetector
     from damofd.models.bundled import sha256_file
@@ -221,29 +242,7 @@ def stage_bundle(args: argparse.Namespace) -> int:
     export_onnx_detailed(str(pth), str(onnx), dynamic=True, verify=True)
     print(f"wrote {pth} and {onnx}", flush=True)
 
-    results: dict[str, Any] = {}
-    for protocol in ("vga", "original"):
-        t0 = time.perf_counter()
-        ev = run_wider_eval(
-            str(onnx),
-            str(a["val"]),
-            str(a["gt"]),
-            protocol=protocol,
-            score_thr=0.02,
-            subset=True,
-            work_dir=str(RUNS / f"eval-bundle-{protocol}"),
-            fresh=True,
-            threads=2,
-            progress=False,
-        )
-        results[protocol] = {
-            "easy": ev.result.easy,
-            "medium": ev.result.medium,
-            "hard": ev.result.hard,
-            "images": len(ev.detected) + len(ev.reused),
-            "seconds": time.perf_counter() - t0,
-        }
-        print(protocol, results[protocol], flush=True)
+    results = _evaluate_onnx(onnx, a, "bundle")
     lm = {NAME: _landmarks(FaceDetector.from_onnx(onnx, score_thr=0.5), a)}
     if a["det_500m"].is_file():
         lm["det_500m.onnx"] = _landmarks(FaceDetector.from_onnx(a["det_500m"], score_thr=0.5), a)
@@ -268,7 +267,7 @@ def stage_bundle(args: argparse.Namespace) -> int:
             "score_thr": 0.02,
             "data": "WIDER FACE val subset in ../shared/assets (358 images, events 0/4/13/20), "
             "official ground truth, damofd eval --subset",
-            "original_protocol": {k: results["original"][k] for k in ("easy", "medium", "hard")},
+            "original_protocol": {k: results["original"][k] for k in SETTINGS},
         },
         "landmarks": {
             "metric": "mean NME (point error / GT box diagonal) of faces matched at IoU >= 0.5, "
@@ -418,23 +417,12 @@ def _cpu_model() -> str:
 
 
 def _evaluate_checkpoint(ckpt: Path, a: dict[str, Path], tag: str) -> dict[str, Any]:
-    """Export ``ckpt`` to ONNX and score it on the val subset with both protocols (as
-    ``bundle`` scores the default)."""
-    from damofd.engine.wider_eval import run_wider_eval
+    """Export ``ckpt`` to ONNX and score it as ``bundle`` scores the default."""
     from damofd.export.onnx import export_onnx_detailed
 
     onnx = RUNS / f"{tag}.onnx"
     export_onnx_detailed(str(ckpt), str(onnx), dynamic=True, verify=True)
-    out: dict[str, Any] = {}
-    for protocol in ("vga", "original"):
-        ev = run_wider_eval(
-            str(onnx), str(a["val"]), str(a["gt"]), protocol=protocol, score_thr=0.02,
-            subset=True, work_dir=str(RUNS / f"eval-{tag}-{protocol}"), fresh=True, threads=2,
-            progress=False,
-        )  # fmt: skip
-        out[protocol] = {"easy": ev.result.easy, "medium": ev.result.medium, "hard": ev.result.hard}
-        print(f"{tag} {protocol}: {out[protocol]}", flush=True)
-    return out
+    return {p: {k: r[k] for k in SETTINGS} for p, r in _evaluate_onnx(onnx, a, tag).items()}
 
 
 def stage_compare(args: argparse.Namespace) -> int:
@@ -456,10 +444,9 @@ def stage_compare(args: argparse.Namespace) -> int:
         for r in arm_curve[stage]:
             d = mine.get(r["iter"])
             if d is not None:
-                keys = ("easy", "medium", "hard")
                 rows.append(
                     {"stage": stage, "epoch": r["epoch"], "iter": r["iter"],
-                     NAME: {k: d[k] for k in keys}, args.model: {k: r[k] for k in keys}}
+                     NAME: {k: d[k] for k in SETTINGS}, args.model: {k: r[k] for k in SETTINGS}}
                 )  # fmt: skip
     complete = len(arm_curve["finetune"]) == len(default["val_curve"].get("finetune", [])) > 0
     result = {
@@ -473,7 +460,7 @@ def stage_compare(args: argparse.Namespace) -> int:
         "arm_cpu_hours": round(2 * (_train_hours(patch_dir) + _train_hours(finetune_dir)), 2),
         "final": {
             NAME: {
-                "vga": {k: default["ap"][k] for k in ("easy", "medium", "hard")},
+                "vga": {k: default["ap"][k] for k in SETTINGS},
                 "original": default["ap"]["original_protocol"],
             },
             args.model: final,
@@ -485,10 +472,9 @@ def stage_compare(args: argparse.Namespace) -> int:
     print("| --- | --- | --- | --- |")
 
     def line(label: str, d: dict[str, float], s: dict[str, float]) -> None:
-        k = ("easy", "medium", "hard")
-        print(f"| {label} | {' / '.join(f'{d[x]:.3f}' for x in k)} | "
-              f"{' / '.join(f'{s[x]:.3f}' for x in k)} | "
-              f"{' / '.join(f'{100 * (d[x] - s[x]):+.1f}' for x in k)} |")  # fmt: skip
+        print(f"| {label} | {' / '.join(f'{d[x]:.3f}' for x in SETTINGS)} | "
+              f"{' / '.join(f'{s[x]:.3f}' for x in SETTINGS)} | "
+              f"{' / '.join(f'{100 * (d[x] - s[x]):+.1f}' for x in SETTINGS)} |")  # fmt: skip
 
     for r in rows:
         line(f"{r['stage']} {r['epoch']} (it {r['iter']})", r[NAME], r[args.model])

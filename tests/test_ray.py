@@ -51,7 +51,9 @@ pytestmark = pytest.mark.skipif(
 def ray_local():
     """One local Ray instance for the module: 2 CPUs, no dashboard, a small object store."""
     env_before = os.environ.get("RAY_AUTH_MODE")
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    from damofd.inference.ray import restore_signal_handlers, signal_handlers
+
+    handlers = signal_handlers()
     started = not ray.is_initialized()
     if started:
         ray.init(
@@ -65,9 +67,7 @@ def ray_local():
     yield ray
     if started:
         ray.shutdown()
-        for sig, handler in handlers.items():  # ray.init installs its own: give them back
-            if handler is not None:
-                signal.signal(sig, handler)
+        restore_signal_handlers(handlers)  # ray.init installs its own
     if env_before is None:  # ray.init enables token auth for this process and its children
         os.environ.pop("RAY_AUTH_MODE", None)
 

@@ -569,6 +569,18 @@ def _local_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def signal_handlers() -> dict[int, Any]:
+    """This process's SIGTERM/SIGINT handlers: ``ray.init`` installs its own in the driver and
+    ``ray.shutdown`` leaves them; :func:`restore_signal_handlers` gives these back."""
+    return {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+
+def restore_signal_handlers(handlers: dict[int, Any]) -> None:
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
+
+
 def _start_ray(ray: Any, address: str | None) -> tuple[bool, float, str]:
     """(started here, seconds, where): join ``address`` (or ``$RAY_ADDRESS``), else start a
     local instance with this machine's CPUs; an initialised Ray (a caller's) is used as is."""
@@ -708,9 +720,7 @@ def run_detect_cli(args: argparse.Namespace, items: list[InputItem]) -> int:
     actors_desc = ""
     new_files: list[Path] = []
     if rows:
-        # ray.init installs its own SIGTERM/SIGINT handlers in this process; give the caller's
-        # back when the instance started here shuts down (the CLI can run in-process)
-        handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        handlers = signal_handlers()  # the CLI can run in-process: leave its handlers as found
         started, startup_s, where = _start_ray(ray, args.ray_address)
         try:
             if args.ray_address is None and started and args.num_actors is not None:
@@ -771,9 +781,7 @@ def run_detect_cli(args: argparse.Namespace, items: list[InputItem]) -> int:
         finally:
             if started:
                 ray.shutdown()
-                for sig, handler in handlers.items():
-                    if handler is not None:
-                        signal.signal(sig, handler)
+                restore_signal_handlers(handlers)
         after = set(_result_files(out_dir)[fmt])
         new_files = sorted(after - before)
     dt = time.perf_counter() - t0
