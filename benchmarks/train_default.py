@@ -53,10 +53,12 @@ SETTINGS = ("easy", "medium", "hard")
 # the recipe of the bundled model (docs/model-card.md); only --time-limit differs between sessions
 PATCH_ARGS = [
     "--patch-size", "320", "--lr-policy", "cosine", "--lr", "0.01", "--warmup-iters", "300",
-    "--epochs", "160", "--batch-size", "8", "--workers", "1", "--threads", "2",
+    "--batch-size", "8", "--workers", "1", "--threads", "2",
     "--device", "cpu", "--seed", "0", "--eval-every", "10", "--checkpoint-every", "10",
     "--checkpoint-every-iters", "200", "--no-progress",
 ]  # fmt: skip
+PATCH_EPOCHS = 160
+"""Patch epochs of the first bundled default; ``patch --epochs`` shortens the cosine schedule."""
 # the 0.5G recipe's RandomSquareCrop scales, pinned so every architecture trains identically
 CROP_640 = "[1.0,1.2,1.4,1.6,1.8,2.0]"
 CROP_320 = "[0.5,0.6,0.7,0.8,0.9,1.0]"
@@ -103,11 +105,12 @@ def _damofd(argv: list[str]) -> int:
     return int(main(argv) or 0)
 
 
-def _dirs(model: str) -> tuple[Path, Path]:
-    """Work dirs of the patch and fine-tune stages for ``model``."""
-    if model == NAME:
+def _dirs(model: str, epochs: int = PATCH_EPOCHS) -> tuple[Path, Path]:
+    """Work dirs of the patch and fine-tune stages for ``model`` (``epochs`` of patches)."""
+    if model == NAME and epochs == PATCH_EPOCHS:
         return PATCH_DIR, FINETUNE_DIR
-    return RUNS / f"arm-{model}", RUNS / f"arm-{model}-640"
+    tag = "" if epochs == PATCH_EPOCHS else f"-e{epochs}"
+    return RUNS / f"arm-{model}{tag}", RUNS / f"arm-{model}{tag}-640"
 
 
 def _train_common(a: dict[str, Path], work_dir: Path, model: str = NAME) -> list[str]:
@@ -139,10 +142,11 @@ def _resume_flag(work_dir: Path) -> list[str]:
 
 def stage_patch(args: argparse.Namespace) -> int:
     a = _assets()
-    patch_dir, _ = _dirs(args.model)
+    patch_dir, _ = _dirs(args.model, args.epochs)
     limit = ["--time-limit", str(args.minutes)] if args.minutes else []
     pin = ["--set", f"data.crop_choice={CROP_320}"]
-    argv = _train_common(a, patch_dir, args.model) + PATCH_ARGS + pin
+    epochs = ["--epochs", str(args.epochs)]
+    argv = _train_common(a, patch_dir, args.model) + PATCH_ARGS + epochs + pin
     return _damofd(argv + _resume_flag(patch_dir) + limit)
 
 
@@ -159,7 +163,7 @@ def _fine_tune(
 
 
 def stage_finetune(args: argparse.Namespace) -> int:
-    patch_dir, finetune_dir = _dirs(args.model)
+    patch_dir, finetune_dir = _dirs(args.model, args.epochs)
     return _fine_tune(args, finetune_dir, patch_dir / "latest.pth", FINETUNE_ARGS, CROP_640)
 
 
@@ -498,6 +502,10 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=f"{name} stage (resumable)")
         p.add_argument("--minutes", type=float, help="time limit of this session")
         p.add_argument("--model", default=NAME, help=f"architecture (default {NAME})")
+        p.add_argument(
+            "--epochs", type=int, default=PATCH_EPOCHS,
+            help=f"patch epochs of the cosine schedule (default {PATCH_EPOCHS})",
+        )  # fmt: skip
         if name == "finetune":
             p.add_argument("--start", help="checkpoint to start from (default: patch latest)")
     wide = sub.add_parser("wide", help="640-px fine-tune with wide crop scales (resumable)")

@@ -31,10 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
 ]
 
 # (importing module, imported unit): upward imports still to remove, tracked by issue 12.
-KNOWN_UPWARD = {
-    # the Ray engine reuses the CLI's file walking and detect loop: it belongs in damofd.engine
-    ("damofd.inference.ray", "damofd.cli"),
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 
 def _modules() -> dict[str, Path]:

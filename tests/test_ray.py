@@ -1,4 +1,4 @@
-"""``damofd detect --engine ray`` and :func:`damofd.inference.ray.detect_dataset` on a local Ray
+"""``damofd detect --engine ray`` and :func:`damofd.engine.ray.detect_dataset` on a local Ray
 instance (one per module, 2 CPUs, 200 MB object store) and on a head node started by the test.
 
 The images are a slice of the real WIDER FACE val subset (shared assets, copied to tmp_path) plus
@@ -30,7 +30,7 @@ pytest.importorskip("ray.data")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from damofd.inference.ray import (  # noqa: E402  (after the importorskips)
+from damofd.engine.ray import (  # noqa: E402  (after the importorskips)
     RESULT_COLUMNS,
     detect_dataset,
     read_results,
@@ -51,7 +51,7 @@ pytestmark = pytest.mark.skipif(
 def ray_local():
     """One local Ray instance for the module: 2 CPUs, no dashboard, a small object store."""
     env_before = os.environ.get("RAY_AUTH_MODE")
-    from damofd.inference.ray import restore_signal_handlers, signal_handlers
+    from damofd.engine.ray import restore_signal_handlers, signal_handlers
 
     handlers = signal_handlers()
     started = not ray.is_initialized()
@@ -359,7 +359,7 @@ def test_cli_errors_need_no_ray_job(
 
 
 def test_inputs_from_lists_tables_and_patterns(images: Path, tmp_path: Path) -> None:
-    from damofd.cli._files import expand_inputs
+    from damofd.engine.inputs import expand_inputs
 
     files = sorted(str(p) for p in images.glob("*.jpg"))[:3]
     (tmp_path / "l.txt").write_text("\n".join(["# comment", *files, ""]))

@@ -18,8 +18,8 @@ import argparse
 import json
 import sys
 
-from damofd.cli._files import collect_files
 from damofd.cli._types import positive_int, score_threshold
+from damofd.engine.inputs import collect_files
 
 HELP = "aligned face crops (ArcFace 112x112) from the five keypoints"
 

@@ -18,8 +18,8 @@ import argparse
 import json
 import sys
 
-from damofd.cli._files import collect_files
 from damofd.cli._types import non_negative_int, positive_float, score_threshold
+from damofd.engine.inputs import collect_files
 
 HELP = "hide faces in photos and videos (blur, pixelate, solid, mask; video face tracking)"
 

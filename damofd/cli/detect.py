@@ -24,14 +24,13 @@ file first, like ``damofd eval``).
 INPUTs may also be glob patterns, text files listing paths or URIs (``.txt``/``.lst``) and
 Parquet/CSV tables with a path column (``--path-column``). ``--engine ray`` runs the images on
 the actors of a local Ray instance or of a cluster (``--ray-address``), with the same results,
-resumable, written under ``--out DIR/detections/`` (:mod:`damofd.inference.ray`, docs/ray.md;
+resumable, written under ``--out DIR/detections/`` (:mod:`damofd.engine.ray`, docs/ray.md;
 ``pip install 'damofd[ray]'``).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import fcntl
 import json
 import os
@@ -40,12 +39,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from damofd.cli._files import (
-    OutputNamer,
-    detection_record,
-    expand_inputs,
-    recorded_paths,
-)
 from damofd.cli._types import (
     nms_threshold,
     non_negative_int,
@@ -53,12 +46,19 @@ from damofd.cli._types import (
     positive_seconds,
     score_threshold,
 )
+from damofd.engine.build import build_detector
+from damofd.engine.inputs import (
+    DEFAULT_OUT,
+    OutputNamer,
+    detection_record,
+    expand_inputs,
+    recorded_paths,
+)
 from damofd.errors import ConfigError, InputError
 
 HELP = "detect faces in images, folders, videos or a webcam"
 
 DEFAULT_CLI_SCORE_THR = 0.5
-DEFAULT_OUT = "damofd_detect_out"
 JSONL_NAME = "detections.jsonl"
 
 
@@ -313,129 +313,6 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _ort_has_cuda() -> bool:
-    import onnxruntime as ort
-
-    return "CUDAExecutionProvider" in ort.get_available_providers()
-
-
-def refuse_torch_flags(args: argparse.Namespace) -> None:
-    """:class:`ConfigError` when ``--fp16``, or a CUDA ``--device`` that this onnxruntime cannot
-    serve (no CUDA provider), is given for a model that runs on onnxruntime."""
-    flags = []
-    if args.device not in ("cpu", "auto") and not (
-        str(args.device).startswith("cuda") and _ort_has_cuda()
-    ):
-        flags.append(f"--device {args.device}")
-    if args.fp16:
-        flags.append("--fp16")
-    if flags:
-        verb, pronoun = ("applies", "it") if len(flags) == 1 else ("apply", "them")
-        raise ConfigError(
-            f"{' and '.join(flags)} {verb} to the torch backend, but this model runs on "
-            f"onnxruntime (CPU); add --backend torch or drop {pronoun}"
-        )
-
-
-def build_detector(args: argparse.Namespace) -> Any:
-    """The :class:`FaceDetector` described by the CLI options.
-
-    ``--onnx FILE`` excludes ``--model``/``--weights``; ``--device`` (other than cpu) and
-    ``--fp16`` are refused on the onnx backend. ``--backend onnx`` with a PyTorch model exports
-    it to a temporary ONNX file first (:func:`damofd.export.export_detector`, as ``damofd eval``
-    does).
-    """
-    from damofd.inference import FaceDetector
-
-    if args.onnx is not None and (args.model is not None or args.weights is not None):
-        given = " and ".join(
-            f for f, v in (("--model", args.model), ("--weights", args.weights)) if v
-        )
-        raise ConfigError(
-            f"--onnx cannot be combined with {given}: pass --onnx FILE alone, or --model NAME "
-            f"--weights FILE (.pth or .onnx)"
-        )
-    if args.model is not None and args.model.lower().endswith(".onnx") and args.weights:
-        raise ConfigError(
-            f"--model {args.model} is an ONNX file; --weights is for a zoo name (drop one)"
-        )
-    common: dict[str, Any] = {
-        "protocol": args.protocol,
-        "score_thr": args.score_thr,
-        "nms_thr": args.nms_thr,
-        "max_faces": args.max_faces,
-        "batch_size": args.batch_size,
-        "url_timeout": args.url_timeout,
-    }
-    if args.max_pixels is not None:
-        common["max_pixels"] = args.max_pixels
-    torch_kw = {"device": args.device, "fp16": args.fp16}
-    onnx_kw = {"threads": args.threads, "workers": args.workers}
-    if args.device in ("cpu", "auto") or str(args.device).startswith("cuda"):
-        from damofd.device import onnx_providers
-
-        # a CUDA device this onnxruntime cannot serve is refused below with the torch wording
-        with contextlib.suppress(ConfigError):
-            onnx_kw["providers"] = onnx_providers(args.device)
-    onnx_file = args.onnx
-    if onnx_file is None and args.weights and args.weights.lower().endswith(".onnx"):
-        onnx_file = args.weights
-    if onnx_file is None and args.model and args.model.lower().endswith(".onnx"):
-        onnx_file = args.model
-    from damofd.models.zoo import DEFAULT_MODEL, bundled_name
-
-    model = args.model
-    if onnx_file is None and not (model or args.weights):
-        model = DEFAULT_MODEL
-    bundled = None if onnx_file is not None or args.weights else bundled_name(model)
-    if bundled is not None:
-        # bundled weights: onnxruntime unless --backend torch, --fp16, or a CUDA device that
-        # this onnxruntime cannot serve asks for torch
-        cuda_asked = str(args.device).startswith("cuda")
-        wants_torch = args.fp16 or (cuda_asked and not _ort_has_cuda())
-        backend = args.backend or ("torch" if wants_torch else "onnx")
-        if backend == "onnx":
-            refuse_torch_flags(args)
-        return FaceDetector.from_zoo(bundled, backend=backend, **torch_kw, **onnx_kw, **common)
-    backend = args.backend or ("onnx" if onnx_file is not None else "torch")
-    if backend == "onnx":
-        refuse_torch_flags(args)
-    if args.model is not None and onnx_file is not None and onnx_file != args.model:
-        # --model NAME --weights FILE.onnx: the file must hold that architecture
-        from damofd.models.zoo import resolve_name
-
-        found = _detect_onnx_arch(onnx_file)
-        if resolve_name(found) != resolve_name(args.model):
-            raise ConfigError(
-                f"--weights {onnx_file} holds a {found} model, not --model {args.model}; pass "
-                f"--model {found} (or --onnx {onnx_file} alone)"
-            )
-    if onnx_file is not None:
-        if backend == "torch":
-            named = args.model is not None and args.weights is not None
-            arch = args.model if named else _detect_onnx_arch(onnx_file)
-            return FaceDetector.from_zoo(arch, weights=onnx_file, **torch_kw, **common)
-        return FaceDetector.from_onnx(onnx_file, **onnx_kw, **common)
-    if args.weights and not args.model:
-        det = FaceDetector.from_checkpoint(args.weights, **torch_kw, **common)
-    elif args.weights:
-        det = FaceDetector.from_zoo(args.model, weights=args.weights, **torch_kw, **common)
-    else:
-        det = FaceDetector.from_pretrained(model, **torch_kw, **common)
-    if backend == "onnx":
-        sys.stderr.write("damofd detect: exporting the model to ONNX for --backend onnx\n")
-        from damofd.export import export_detector
-
-        det = export_detector(det, **onnx_kw)
-    return det
-
-
-def _detect_onnx_arch(path: str) -> str:
-    from damofd.models.onnx_import import detect_onnx_config
-
-    return detect_onnx_config(path)
-
-
 class _Outputs:
     """Output naming (no collisions), drawings and the JSON-lines record.
 
@@ -513,7 +390,7 @@ def run(args: argparse.Namespace) -> int:
     _check_engine_flags(args)
     items = list(expand_inputs(inputs, path_column=args.path_column))
     if args.engine == "ray":
-        from damofd.inference.ray import run_detect_cli
+        from damofd.engine.ray import run_detect_cli
 
         return run_detect_cli(args, items)
     if args.save_vis or args.out:

@@ -22,10 +22,10 @@ from damofd.cli.detect import (
     add_runtime_arguments,
     nms_threshold,
     positive_int,
-    refuse_torch_flags,
     score_threshold,
 )
 from damofd.constants import WIDER_SCORE_THR
+from damofd.engine.build import refuse_torch_flags
 from damofd.errors import ConfigError, DamoFDError
 
 HELP = "run a detector over WIDER images and evaluate it"

@@ -335,8 +335,8 @@ def _build_model(
     from torch import nn
 
     from damofd.inference import FaceDetector
-    from damofd.models.bundled import bundled_file
-    from damofd.models.zoo import bundled_name
+    from damofd.inference.detector import choose_backend
+    from damofd.models.sources import resolve_source
 
     if backend not in (None, "torch", "onnx"):
         raise ConfigError(f"backend must be 'torch' or 'onnx', got {backend!r}")
@@ -361,46 +361,27 @@ def _build_model(
         label = _label_of(model)
         ident = f"module:sha256:{_sha256_module(model)}"
         kind = "torch"
-    elif isinstance(model, (str, os.PathLike)) and weights is None and bundled_name(model):
-        # a zoo model with weights shipped in the package (the default model): onnxruntime
-        # unless the torch backend (or a CUDA device / fp16) is asked for
-        name = bundled_name(model)
-        use_torch = backend == "torch" or (
-            backend is None and (fp16 or str(device).startswith("cuda"))
-        )
-        if use_torch:
-            det = FaceDetector.from_zoo(name, backend="torch", **torch_kw, **common)
-        else:
-            det = FaceDetector.from_zoo(
-                name, threads=threads, providers=_providers(device), **common
-            )
-        kind = "torch" if use_torch else "onnx"
-        src = bundled_file(name, "pth" if use_torch else "onnx")
-        return _Model(det, name, f"bundled:{name}:sha256:{_sha256_file(src)}", kind)
     elif isinstance(model, (str, os.PathLike)):
         spec = os.fspath(model)
-        p = Path(spec)
-        is_onnx = p.suffix.lower() == ".onnx"
-        if is_onnx and not p.is_file():
-            raise InputError(f"{spec}: ONNX file not found")
-        label = _label_of(spec)
-        ident = _identity_of_spec(spec, weights)
-        if is_onnx and weights is not None:
-            raise _option_error(
-                ConfigError, lambda o: f"{spec} is an ONNX file; {o('weights')} is for a zoo name"
+        src = resolve_source(spec, weights)
+        # a zoo name with weights names a PyTorch architecture: built there (then exported by
+        # _to_onnx for backend="onnx"), as the run's manifest records it
+        use = choose_backend(src, backend, device=device, fp16=fp16, providers=_providers(device))
+        if use == "onnx" and weights is None:
+            det = FaceDetector.from_pretrained(
+                src, backend="onnx", threads=threads, providers=_providers(device), **common
             )
-        if is_onnx and backend != "torch":
-            det = FaceDetector.from_onnx(p, threads=threads, providers=_providers(device), **common)
-            return _Model(det, label, ident, "onnx")
-        if is_onnx:
-            from damofd.models.onnx_import import detect_onnx_config
-
-            det = FaceDetector.from_zoo(detect_onnx_config(p), weights=p, **torch_kw, **common)
-        elif weights is not None:
-            det = FaceDetector.from_zoo(spec, weights=weights, **torch_kw, **common)
+            kind = "onnx"
         else:
-            det = FaceDetector.from_pretrained(spec, **torch_kw, **common)
-        kind = "torch"
+            # torch; a torch-only source asked for onnx is exported by _to_onnx once the work
+            # dir is known; a zoo name with weights names a PyTorch architecture, built here
+            det = FaceDetector.from_pretrained(src, backend="torch", **torch_kw, **common)
+            kind = "torch"
+        if src.kind == "bundled":
+            assert src.name is not None
+            sha = _sha256_file(src.file("onnx" if kind == "onnx" else "pth"))
+            return _Model(det, src.name, f"bundled:{src.name}:sha256:{sha}", kind)
+        return _Model(det, _label_of(spec), _identity_of_spec(spec, weights), kind)
     else:
         raise ConfigError(
             f"model must be a path, a zoo name, an SCRFD module or a FaceDetector, got {model!r}"

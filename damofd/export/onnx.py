@@ -121,18 +121,12 @@ def resolve_model(
 ) -> Any:
     """The :class:`damofd.models.SCRFD` described by ``model`` (and ``weights``).
 
-    ``model`` is one of:
-
-    * an ``nn.Module`` following the SCRFD contract (returned as is; ``weights`` must be None);
-    * a zoo name (``damofd-0.5g-kps``, ``scrfd-2.5g``...) with ``weights`` = a ``.pth``
-      checkpoint (strict key match) or an ONNX file of the same architecture (imported); without
-      weights it is randomly initialised only when ``allow_random`` (else :class:`ConfigError`);
-    * a ``.pth``/``.pt`` checkpoint written by damofd (the architecture is recorded inside; a
-      zoo name in ``weights`` is not accepted, pass the name as ``model`` instead);
-    * an ``.onnx`` file: an official SCRFD/insightface export or one of ours, imported into the
-      matching zoo architecture (BN already folded);
-    * a ModelScope DamoFD folder (``configuration.json``, ``DamoFD_lms.py``,
-      ``pytorch_model.pt``).
+    ``model`` is an ``nn.Module`` following the SCRFD contract (returned as is; ``weights`` must
+    be None) or any spec of :func:`damofd.models.sources.resolve_source`: a zoo name (with
+    ``weights``, a ``.pth`` or ONNX file of that architecture; or its bundled weights), a
+    ``.pth``/``.pt`` checkpoint, an ``.onnx`` file, a ModelScope folder or id. A zoo name
+    without weights is randomly initialised only when ``allow_random`` (else
+    :class:`ConfigError`); it is never downloaded here.
     """
     from torch import nn
 
@@ -140,60 +134,16 @@ def resolve_model(
         if weights is not None:
             raise ConfigError("weights= cannot be combined with a model module; load them first")
         return model
-    if not isinstance(model, (str, os.PathLike)):
-        raise ConfigError(f"model must be an SCRFD module, a zoo name or a path, got {model!r}")
-    spec = os.fspath(model)
-    p = Path(spec)
-    suffix = p.suffix.lower()
-    if p.is_file():
-        if weights is not None:
-            raise ConfigError(
-                f"{spec} is a weights file; --weights is for a zoo name (e.g. "
-                f"`damofd export damofd-0.5g-kps --weights {Path(os.fspath(weights)).name}`)"
-            )
-        if suffix == ".onnx":
-            from damofd.models.onnx_import import import_scrfd_onnx
+    from damofd.models.sources import load_source, resolve_source
 
-            return import_scrfd_onnx(p, form="canonical")
-        from damofd.models.factory import load_model as load_checkpoint_model
+    src = resolve_source(model, weights)
+    if allow_random and weights is None and src.kind in ("bundled", "zoo"):
+        from damofd.models.factory import create_model
 
-        return load_checkpoint_model(p)
-    if p.is_dir():
-        from damofd.models.modelscope import load_modelscope_dir
-
-        if weights is not None:
-            raise ConfigError(f"{spec} is a ModelScope folder; it holds its own weights")
-        return load_modelscope_dir(p)
-    if suffix in (".onnx", ".pth", ".pt", ".ckpt"):
-        raise InputError(f"{spec}: no such file")
-    from damofd.models.factory import create_model
-    from damofd.models.zoo import resolve_name
-
-    name = resolve_name(spec)
-    if weights is None and not allow_random:
-        from damofd.models.bundled import bundled_file, get_bundled
-
-        if get_bundled(name) is not None:  # weights trained by damofd, shipped in the package
-            from damofd.models.factory import load_model as load_checkpoint_model
-
-            return load_checkpoint_model(bundled_file(name, "pth"), name=name)
-    if weights is None:
-        if not allow_random:
-            raise ConfigError(
-                f"model {spec!r}: no weights given; pass --weights FILE (a .pth checkpoint or an "
-                f"ONNX file of this architecture), or --random-init to export untrained weights"
-            )
-        return create_model(name)
-    w = Path(os.fspath(weights))
-    if not w.is_file():
-        raise InputError(f"{w}: weights file not found")
-    if w.suffix.lower() == ".onnx":
-        from damofd.models.onnx_import import import_scrfd_onnx
-
-        return import_scrfd_onnx(w, config=name, form="canonical")
-    from damofd.models.factory import load_model as load_checkpoint_model
-
-    return load_checkpoint_model(w, name=name)
+        assert src.name is not None
+        return create_model(src.name)
+    hint = "; or --random-init to export untrained weights"
+    return load_source(src, download=False, hint=hint)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import numpy as np
 
 from damofd.device import check_device
 from damofd.errors import ConfigError, DamoFDError, InputError
+from damofd.models.sources import ModelSource, resolve_modelscope_id
 
 from .backends import Backend, OnnxBackend, TorchBackend
 from .image_io import DEFAULT_MAX_PIXELS, ImageInput, describe_input, load_image
@@ -37,6 +38,7 @@ __all__ = [
     "DEFAULT_SCORE_THR",
     "FaceDetector",
     "check_nms_thr",
+    "choose_backend",
     "check_score_thr",
     "modelscope_model_ids",
     "resolve_modelscope_id",
@@ -73,19 +75,32 @@ def check_nms_thr(value: float, name: str = "nms_thr") -> float:
 
 def modelscope_model_ids() -> dict[str, str]:
     """ModelScope model ids → damofd zoo names (reference spec §8.1), from
-    :data:`damofd.models.modelscope.MODELSCOPE_MODELS`."""
-    from damofd.models.modelscope import MODELSCOPE_MODELS
+    :data:`damofd.models.zoo.MODELSCOPE_MODELS`."""
+    from damofd.models.zoo import MODELSCOPE_MODELS
 
     return dict(MODELSCOPE_MODELS)
 
 
-def resolve_modelscope_id(model_id: str) -> str | None:
-    """Zoo name of a ModelScope model id (case-insensitive), or ``None``."""
-    key = model_id.strip().rstrip("/").lower()
-    for k, v in modelscope_model_ids().items():
-        if k.lower() == key:
-            return v
-    return None
+def choose_backend(
+    source: ModelSource,
+    backend: str | None = None,
+    *,
+    device: str = "cpu",
+    fp16: bool = False,
+    providers: Sequence[str] | None = None,
+) -> str:
+    """``"onnx"`` or ``"torch"``: ``backend`` when given; else onnxruntime for a source with an
+    ONNX file (``.onnx`` files; bundled weights unless ``fp16`` or a CUDA ``device`` that
+    ``providers`` cannot serve asks for PyTorch) and PyTorch for every other source."""
+    if backend not in (None, "onnx", "torch"):
+        raise ConfigError(f"backend must be 'onnx' or 'torch', got {backend!r}")
+    if backend is not None:
+        return backend
+    if source.kind == "bundled":
+        ort_cuda = "CUDAExecutionProvider" in (providers or ())
+        if fp16 or (check_device(device).type == "cuda" and not ort_cuda):
+            return "torch"
+    return "onnx" if source.has_onnx else "torch"
 
 
 def _is_single(inputs: Any) -> bool:
@@ -269,86 +284,21 @@ class FaceDetector:
         name: str,
         *,
         weights: str | os.PathLike[str] | None = None,
-        device: str = "cpu",
-        fp16: bool = False,
-        backend: str | None = None,
-        threads: int | None = None,
-        workers: int | None = None,
-        providers: list[str] | None = None,
         **kwargs: Any,
     ) -> FaceDetector:
         """From a zoo name (``damofd-0.5g-kps``, ``scrfd-500m``...) and a weights file.
 
         ``weights``: a ``.pth`` checkpoint (mmcv/damofd, strict key match) or an official SCRFD /
-        damofd ONNX file of the same architecture (imported with
-        :func:`damofd.models.onnx_import.import_scrfd_onnx`). Without ``weights``, a model with
-        bundled weights (``damofd zoo`` marks them) loads them from the package, on onnxruntime
-        unless ``backend="torch"`` (or a CUDA ``device`` / ``fp16``) asks for PyTorch; DamoFD
-        models load through their ModelScope id (:meth:`from_modelscope`); other names raise a
-        :class:`~damofd.errors.ConfigError` asking for weights. ``threads`` and ``workers`` are
-        the onnxruntime settings of :meth:`from_onnx`; ``device="auto"`` means CUDA when
-        present.
+        damofd ONNX file of the same architecture. Without ``weights``, a model with bundled
+        weights (``damofd zoo`` marks them) loads them from the package, DamoFD models load
+        through their ModelScope id, and other names raise a
+        :class:`~damofd.errors.ConfigError` asking for weights. The other arguments are those
+        of :meth:`from_pretrained`.
         """
-        dev = check_device(device)
-        device = str(dev)
-        if backend not in (None, "onnx", "torch"):
-            raise ConfigError(f"backend must be 'onnx' or 'torch', got {backend!r}")
-        if weights is None:
-            from damofd.models.bundled import bundled_file, get_bundled
-            from damofd.models.zoo import resolve_name
+        from damofd.models.zoo import resolve_name
 
-            canonical = resolve_name(name)
-            if get_bundled(canonical) is not None:
-                ort_cuda = bool(providers) and "CUDAExecutionProvider" in providers
-                use_torch = backend == "torch" or (
-                    backend is None and (fp16 or (dev.type == "cuda" and not ort_cuda))
-                )
-                if use_torch:
-                    det = cls.from_checkpoint(
-                        bundled_file(canonical, "pth"),
-                        name=canonical,
-                        device=device,
-                        fp16=fp16,
-                        **kwargs,
-                    )
-                else:
-                    det = cls.from_onnx(
-                        bundled_file(canonical, "onnx"),
-                        threads=threads,
-                        workers=workers,
-                        providers=providers,
-                        **kwargs,
-                    )
-                det.backend.model_name, det.backend.bundled = canonical, True
-                return det
-            ids = modelscope_model_ids().items()
-            ms_id = next((k for k, v in ids if v == name.lower()), None)
-            if ms_id is not None:
-                return cls.from_modelscope(ms_id, device=device, fp16=fp16, **kwargs)
-            from damofd.models.zoo import get_model_info
-
-            info = get_model_info(name)
-            where = "; ".join(f"{w.kind}: {w.location}" for w in info.weights)
-            why = (
-                f"its released weights cannot be fetched automatically ({where}); download them"
-                if where
-                else "no weights were released for it; train your own"
-            )
-            raise ConfigError(
-                f"model {name!r}: {why} and pass weights= (CLI: --weights FILE), a .pth "
-                f"checkpoint or an ONNX file of this architecture"
-            )
-        wpath = Path(weights)
-        if not wpath.is_file():
-            raise InputError(f"{wpath}: weights file not found")
-        if wpath.suffix.lower() != ".onnx":
-            return cls.from_checkpoint(wpath, name=name, device=device, fp16=fp16, **kwargs)
-        from damofd.models.onnx_import import import_scrfd_onnx
-
-        model = import_scrfd_onnx(wpath, config=name, form="fused")
-        return cls.from_model(
-            model, device=device, fp16=fp16, fuse=True, copy_model=False, **kwargs
-        )
+        resolve_name(name)  # a zoo name, not a path: ConfigError naming the valid ones
+        return cls.from_pretrained(name, weights=weights, **kwargs)
 
     @classmethod
     def from_checkpoint(
@@ -399,28 +349,53 @@ class FaceDetector:
 
     @classmethod
     def from_pretrained(
-        cls, spec: str | os.PathLike[str] | None = None, **kwargs: Any
+        cls,
+        spec: str | os.PathLike[str] | ModelSource | None = None,
+        *,
+        weights: str | os.PathLike[str] | None = None,
+        backend: str | None = None,
+        device: str = "cpu",
+        fp16: bool = False,
+        threads: int | None = None,
+        workers: int | None = None,
+        providers: list[str] | None = None,
+        **kwargs: Any,
     ) -> FaceDetector:
-        """Dispatch on ``spec``: an ``.onnx`` file, a ``.pth``/``.pt`` checkpoint, a ModelScope
-        folder or id, or a zoo name (see the ``from_*`` constructors). ``None``: the bundled
-        default model (:data:`damofd.models.bundled.DEFAULT_MODEL`)."""
-        if spec is None:
-            from damofd.models.bundled import DEFAULT_MODEL
+        """From any model spec: an ``.onnx`` file, a ``.pth``/``.pt`` checkpoint, a ModelScope
+        folder or id (``modelscope:owner/name`` for one the zoo does not list), or a zoo name
+        with ``weights`` or with bundled weights. ``None``: the bundled default model
+        (:data:`damofd.models.bundled.DEFAULT_MODEL`). The spec is resolved by
+        :func:`damofd.models.sources.resolve_source`.
 
-            spec = DEFAULT_MODEL
-        s = os.fspath(spec)
-        p = Path(s)
-        if p.is_file():
-            if p.suffix.lower() == ".onnx":
-                return cls.from_onnx(p, **kwargs)
-            return cls.from_checkpoint(p, **kwargs)
-        if p.is_dir():
-            return cls.from_modelscope(p, **kwargs)
-        if resolve_modelscope_id(s) is not None:
-            return cls.from_modelscope(s, **kwargs)
-        if p.suffix.lower() in (".onnx", ".pth", ".pt", ".ckpt"):
-            raise InputError(f"{s}: no such file")
-        return cls.from_zoo(s, **kwargs)
+        ``backend`` (``"onnx"``/``"torch"``, default :func:`choose_backend`): sources with an
+        ONNX file (ONNX files, bundled weights) run on onnxruntime unless ``fp16`` or a CUDA
+        ``device`` that the ``providers`` cannot serve asks for PyTorch; the others run on
+        PyTorch (export them with :func:`damofd.export.export_detector` for onnxruntime).
+        ``threads``, ``workers`` and ``providers`` are the onnxruntime settings of
+        :meth:`from_onnx`; ``device="auto"`` means CUDA when present.
+        """
+        from damofd.models.sources import load_source, resolve_source
+
+        src = resolve_source(spec, weights)
+        use = choose_backend(src, backend, device=device, fp16=fp16, providers=providers)
+        if use == "onnx":
+            if not src.has_onnx:
+                raise ConfigError(
+                    f"{src.describe()} has no ONNX file; export it first "
+                    "(damofd.export.export_detector, or `damofd export`) or use backend='torch'"
+                )
+            det = cls.from_onnx(
+                src.file("onnx"), threads=threads, workers=workers, providers=providers, **kwargs
+            )
+        else:
+            device = str(check_device(device))
+            model = load_source(src, form="fused" if src.kind == "onnx" else "canonical")
+            det = cls.from_model(
+                model, device=device, fp16=fp16, fuse=True, copy_model=False, **kwargs
+            )
+        if src.kind == "bundled":
+            det.backend.model_name, det.backend.bundled = src.name, True
+        return det
 
     # ------------------------------------------------------------------ settings
     @property

@@ -17,9 +17,7 @@ from __future__ import annotations
 import inspect
 import os
 import random
-import re
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,7 +25,7 @@ import torch
 from torch import nn
 
 from damofd.device import check_device
-from damofd.errors import ConfigError, InputError
+from damofd.errors import ConfigError
 from damofd.training.config import TrainConfig
 from damofd.training.distributed import DistInfo
 from damofd.training.schedule import StepWarmupSchedule
@@ -224,57 +222,39 @@ def load_pretrained(
 ) -> dict[str, Any]:
     """Load fine-tuning weights into ``model``.
 
-    ``source``: an mmdet/damofd ``.pth``/``.pt`` checkpoint, an official SCRFD ``.onnx`` file
-    (imported with :func:`damofd.models.onnx_import.import_scrfd_onnx`; its BatchNorm statistics
-    are gone, so a warning recommends ``freeze_bn``), a ModelScope model folder or id (through
-    :func:`damofd.models.modelscope.load_modelscope`). Returns a small report dict.
+    ``source`` is any spec of :func:`damofd.models.sources.resolve_source`: an mmdet/damofd
+    ``.pth``/``.pt`` checkpoint, an official SCRFD ``.onnx`` file (its BatchNorm statistics are
+    gone, so a warning recommends ``freeze_bn``), a ModelScope model folder or id, or a zoo name
+    with bundled weights (fine-tune the default model on your data). Returns a small report.
     """
     from damofd.models.factory import load_checkpoint
+    from damofd.models.sources import load_source, resolve_source
 
-    p = Path(source)
-    if p.is_file() and p.suffix.lower() == ".onnx":
+    src = resolve_source(source, model_opt="--load-from")
+    if src.kind == "onnx":
         from damofd.models.onnx_import import import_scrfd_onnx
 
-        imported = import_scrfd_onnx(p, config=getattr(model, "name", None), form="canonical")
+        assert src.path is not None
+        imported = import_scrfd_onnx(
+            src.path, config=getattr(model, "name", None), form="canonical"
+        )
         meta = load_checkpoint(model, {"state_dict": imported.state_dict()}, strict=strict)
         log(
-            f"warning: {p.name} is an ONNX export: its BatchNorm statistics and affines were "
-            "folded into the convolutions (BN layers are identities now); fine-tune with "
+            f"warning: {src.path.name} is an ONNX export: its BatchNorm statistics and affines "
+            "were folded into the convolutions (BN layers are identities now); fine-tune with "
             "--freeze-bn (freeze_bn=True) to keep them that way"
         )
-        return {"source": str(p), "kind": "onnx", "meta": meta, "bn_folded": True}
-    if p.is_file():
-        meta = load_checkpoint(model, p, strict=strict)
+        return {"source": source, "kind": "onnx", "meta": meta, "bn_folded": True}
+    if src.kind in ("checkpoint", "bundled"):
+        path = src.file("pth")
+        meta = load_checkpoint(model, path, strict=strict)
         report = meta.pop("_load_report", None)
         if report is not None:
-            log(f"warning: non-strict load from {p}: {report.describe()}")
-        return {"source": str(p), "kind": "checkpoint", "meta": _plain_meta(meta)}
-    if p.suffix.lower() in (".pth", ".pt", ".ckpt", ".onnx", ".bin"):
-        raise InputError(f"--load-from {source}: no such file")
-    return _load_modelscope(model, source, strict=strict)
-
-
-def _load_modelscope(model: nn.Module, source: str, *, strict: bool) -> dict[str, Any]:
-    from damofd.models import modelscope
-    from damofd.models.factory import load_checkpoint
-
-    p = Path(source)
-    loader = getattr(modelscope, "load_modelscope", None)
-    is_id = re.fullmatch(r"[\w.-]+/[\w.-]+", source) is not None and not p.exists()
-    if p.is_dir() or is_id:
-        if loader is None:
-            raise ConfigError(
-                f"--load-from {source}: loading ModelScope models needs "
-                "damofd.models.modelscope.load_modelscope, which this installation lacks; "
-                "pass the pytorch_model.pt file instead"
-            )
-        ms_model = loader(source)
-        meta = load_checkpoint(model, {"state_dict": ms_model.state_dict()}, strict=strict)
-        return {"source": source, "kind": "modelscope", "meta": _plain_meta(meta)}
-    raise InputError(
-        f"--load-from {source}: not a file, a ModelScope folder or a ModelScope id "
-        "(e.g. damo/cv_ddsar_face-detection_iclr23-damofd)"
-    )
+            log(f"warning: non-strict load from {path}: {report.describe()}")
+        return {"source": str(path), "kind": src.kind, "meta": _plain_meta(meta)}
+    loaded = load_source(src, hint=" (--load-from)")
+    meta = load_checkpoint(model, {"state_dict": loaded.state_dict()}, strict=strict)
+    return {"source": source, "kind": "modelscope", "meta": _plain_meta(meta)}
 
 
 def _plain_meta(meta: dict[str, Any]) -> dict[str, Any]:

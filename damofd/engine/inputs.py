@@ -20,6 +20,9 @@ from typing import Any, NamedTuple
 
 from damofd.errors import ConfigError, InputError
 
+#: Output folder of ``damofd detect`` (both engines) when drawings are asked for without --out.
+DEFAULT_OUT = "damofd_detect_out"
+
 __all__ = [
     "LIST_EXTENSIONS",
     "TABLE_EXTENSIONS",

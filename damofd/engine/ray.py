@@ -2,7 +2,7 @@
 ``damofd detect --engine ray``.
 
 >>> import ray, ray.data                                                    # doctest: +SKIP
->>> from damofd.inference.ray import detect_dataset
+>>> from damofd.engine.ray import detect_dataset
 >>> ds = ray.data.from_items([{"path": p} for p in paths])                 # doctest: +SKIP
 >>> faces = detect_dataset(ds, num_actors=2)           # lazy ray.data.Dataset, one row per image
 >>> faces.filter(lambda r: r["error"] is None).write_parquet("out/")       # doctest: +SKIP
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import ray.data
 
-    from damofd.cli._files import InputItem
+    from damofd.engine.inputs import InputItem
     from damofd.inference.detector import FaceDetector
     from damofd.inference.results import ImageResult
 
@@ -117,7 +117,7 @@ def result_schema() -> pa.Schema:
 class DetectorConfig:
     """How each actor builds its :class:`~damofd.inference.FaceDetector`: the options of
     ``damofd detect`` (same meanings and defaults), resolved by the same code
-    (:func:`damofd.cli.detect.build_detector`), so an actor's detector is the one the
+    (:func:`damofd.engine.build.build_detector`), so an actor's detector is the one the
     single-process command builds.
 
     ``model=None`` (and no ``onnx``/``weights``) is the bundled ``damofd-0.5g-kps`` on
@@ -149,7 +149,7 @@ class DetectorConfig:
 
     def build(self) -> FaceDetector:
         """The detector (what ``damofd detect`` with these options runs)."""
-        from damofd.cli.detect import build_detector
+        from damofd.engine.build import build_detector
 
         return build_detector(argparse.Namespace(**dataclasses.asdict(self)))
 
@@ -186,7 +186,7 @@ class _DetectBatch:
 
     def _load(self, path: Any, blob: Any) -> tuple[np.ndarray | None, str, str | None]:
         """(image, label, error): decoded exactly as single-process ``damofd detect`` does."""
-        from damofd.cli._files import _has_scheme, _is_url
+        from damofd.engine.inputs import _has_scheme, _is_url
         from damofd.inference.image_io import decode_image, load_image
 
         label = path if isinstance(path, str) and path else "<bytes>"
@@ -223,7 +223,7 @@ class _DetectBatch:
     def __call__(self, batch: pa.Table) -> pa.Table:
         import pyarrow as pa
 
-        from damofd.cli._files import detection_record
+        from damofd.engine.inputs import detection_record
         from damofd.inference.draw import draw_faces
         from damofd.inference.results import ImageResult
 
@@ -526,7 +526,7 @@ def read_results(out: str | os.PathLike[str], fmt: str | None = None) -> pa.Tabl
 
 
 def _done_paths(found: dict[str, list[Path]]) -> set[str]:
-    from damofd.cli._files import recorded_paths
+    from damofd.engine.inputs import recorded_paths
 
     done: set[str] = set()
     for f in found["jsonl"]:
@@ -660,12 +660,11 @@ def _read_new(files: list[Path], fmt: str) -> list[tuple[str, str | None, int]]:
 
 def run_detect_cli(args: argparse.Namespace, items: list[InputItem]) -> int:
     """``damofd detect --engine ray``: ``items`` (from
-    :func:`damofd.cli._files.expand_inputs`) through :func:`detect_dataset` on a local Ray
+    :func:`damofd.engine.inputs.expand_inputs`) through :func:`detect_dataset` on a local Ray
     instance or the cluster of ``--ray-address``, results written under ``--out/detections/``
     with Ray's writers; resumable, with the summary and exit status of the local engine."""
     ray = import_ray()
-    from damofd.cli._files import OutputNamer
-    from damofd.cli.detect import DEFAULT_OUT
+    from damofd.engine.inputs import DEFAULT_OUT, OutputNamer
     from damofd.io import ensure_writable_dir, remove_stale_tmp
 
     if any(it.kind == "camera" for it in items):
