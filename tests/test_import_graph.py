@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1] / "damofd"
 # names it; it may import its own unit and any unit of a lower layer, never a higher one.
 LAYERS: list[tuple[str, ...]] = [
     ("damofd._version", "damofd._lazy", "damofd.errors", "damofd.constants", "damofd.testing"),
-    ("damofd.io", "damofd.device"),
+    ("damofd.io", "damofd.device", "damofd.typed_config"),
     ("damofd.search.structure",),  # the structure-string grammar, shared by models and search
     ("damofd.ops",),
     ("damofd.models",),

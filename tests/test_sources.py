@@ -87,7 +87,7 @@ def test_load_source_builds_the_weights(tmp_path: Path) -> None:
 def test_every_entry_point_calls_the_resolver() -> None:
     """The five places that once each decided what a model string means now ask one function."""
     from damofd.engine.build import build_detector
-    from damofd.engine.wider_eval import _build_model
+    from damofd.engine.eval_model import build_eval_model
     from damofd.export.onnx import resolve_model
     from damofd.inference import FaceDetector
     from damofd.training.builders import load_pretrained
@@ -95,7 +95,7 @@ def test_every_entry_point_calls_the_resolver() -> None:
     for fn in (
         FaceDetector.from_pretrained,
         build_detector,
-        _build_model,
+        build_eval_model,
         resolve_model,
         load_pretrained,
     ):

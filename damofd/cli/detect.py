@@ -390,7 +390,7 @@ def run(args: argparse.Namespace) -> int:
     _check_engine_flags(args)
     items = list(expand_inputs(inputs, path_column=args.path_column))
     if args.engine == "ray":
-        from damofd.engine.ray import run_detect_cli
+        from damofd.engine.ray_cli import run_detect_cli
 
         return run_detect_cli(args, items)
     if args.save_vis or args.out:

@@ -5,7 +5,9 @@
   score the predictions with :mod:`damofd.evaluation`.
 * :mod:`damofd.engine.ray` — ``damofd detect --engine ray`` and
   :func:`~damofd.engine.ray.detect_dataset` (Ray Data).
+* :mod:`damofd.engine.ray_cli` — ``damofd detect --engine ray`` (start Ray, resume, write).
 * :mod:`damofd.engine.build` — the detector a set of ``damofd detect`` options describes.
+* :mod:`damofd.engine.eval_model` — the detector, label and identity of a ``damofd eval`` run.
 * :mod:`damofd.engine.inputs` — input expansion, detection records, output names.
 
 The stages below never import this package (tests/test_import_graph.py; docs/architecture.md).

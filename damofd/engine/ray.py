@@ -25,11 +25,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +39,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import ray.data
 
-    from damofd.engine.inputs import InputItem
     from damofd.inference.detector import FaceDetector
     from damofd.inference.results import ImageResult
 
@@ -53,7 +50,8 @@ __all__ = [
     "detect_dataset",
     "read_results",
     "result_schema",
-    "run_detect_cli",
+    "restore_signal_handlers",
+    "signal_handlers",
     "write_results",
 ]
 
@@ -559,16 +557,6 @@ def _prepare_out(out_dir: Path, fmt: str, force: bool) -> tuple[set[str], set[Pa
     return _done_paths(found), set(found[fmt])
 
 
-# --------------------------------------------------------------------------- the CLI engine
-
-
-def _local_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def signal_handlers() -> dict[int, Any]:
     """This process's SIGTERM/SIGINT handlers: ``ray.init`` installs its own in the driver and
     ``ray.shutdown`` leaves them; :func:`restore_signal_handlers` gives these back."""
@@ -579,235 +567,3 @@ def restore_signal_handlers(handlers: dict[int, Any]) -> None:
     for sig, handler in handlers.items():
         if handler is not None:
             signal.signal(sig, handler)
-
-
-def _start_ray(ray: Any, address: str | None) -> tuple[bool, float, str]:
-    """(started here, seconds, where): join ``address`` (or ``$RAY_ADDRESS``), else start a
-    local instance with this machine's CPUs; an initialised Ray (a caller's) is used as is."""
-    if ray.is_initialized():
-        return False, 0.0, "the running Ray instance"
-    t0 = time.perf_counter()
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    common: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
-    try:
-        if address:
-            ray.init(address=address, **common)
-            where = f"the Ray cluster at {address}"
-        else:
-            # "local": a new instance, not the cluster a `ray start` on this machine left behind.
-            # Keep a few worker processes beyond one per CPU: the actors fill the CPUs, and Ray
-            # would otherwise kill the idle write worker after each block and start a new one
-            # for the next (1-2 CPU-s each: +29 % CPU per image with 2 actors on 2 cores)
-            cpus = _local_cpus()
-            ray.init(
-                address="local",
-                num_cpus=cpus,
-                include_dashboard=False,
-                _system_config={"num_workers_soft_limit": cpus + 4},
-                **common,
-            )
-            where = "a local Ray instance"
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        target = address or "a local instance"
-        hint = ""
-        if address and address != "auto" and not os.environ.get("RAY_AUTH_MODE"):
-            hint = (
-                " (a cluster with token authentication, Ray's default, also needs "
-                "RAY_AUTH_MODE=token and its token in ~/.ray/auth_token or RAY_AUTH_TOKEN; "
-                "see docs/ray.md)"
-            )
-        raise ConfigError(f"cannot start or join Ray ({target}): {e}{hint}") from None
-    return True, time.perf_counter() - t0, where
-
-
-class _NoCpuNotice(logging.Filter):
-    """Drops Ray Data's "no available CPUs, the job will hang" notice: its check runs again when
-    the write has finished, while the actor pool still holds the CPUs, and the write tasks here
-    reserve none, so it is a false alarm."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "does not have any available CPUs" not in record.getMessage()
-
-
-def _quiet_cpu_notice() -> None:
-    log = logging.getLogger("ray.data.dataset")
-    if not any(isinstance(f, _NoCpuNotice) for f in log.filters):
-        log.addFilter(_NoCpuNotice())
-
-
-def _blocks(n: int, batch_size: int, actors: int) -> int:
-    """Input blocks: each becomes one result file (the unit a rerun resumes at), at most 256
-    images, and at least 4 per actor so the pool stays busy to the end."""
-    rows = max(batch_size, min(256, -(-n // (4 * max(1, actors)))))
-    return max(1, -(-n // rows))
-
-
-def _read_new(files: list[Path], fmt: str) -> list[tuple[str, str | None, int]]:
-    """(path, error, faces) of the records in the files this run wrote."""
-    out: list[tuple[str, str | None, int]] = []
-    if fmt == "parquet":
-        for f in files:
-            t = _read_parquet_file(f, ["path", "error", "scores"])
-            if t is None:
-                continue
-            for p, e, s in zip(*(t.column(c).to_pylist() for c in ("path", "error", "scores"))):
-                out.append((p, e, len(s or [])))
-    else:
-        for row in _jsonl_table(files).select(["path", "error", "scores"]).to_pylist():
-            out.append((row["path"], row["error"], len(row["scores"] or [])))
-    return out
-
-
-def run_detect_cli(args: argparse.Namespace, items: list[InputItem]) -> int:
-    """``damofd detect --engine ray``: ``items`` (from
-    :func:`damofd.engine.inputs.expand_inputs`) through :func:`detect_dataset` on a local Ray
-    instance or the cluster of ``--ray-address``, results written under ``--out/detections/``
-    with Ray's writers; resumable, with the summary and exit status of the local engine."""
-    ray = import_ray()
-    from damofd.engine.inputs import DEFAULT_OUT, OutputNamer
-    from damofd.io import ensure_writable_dir, remove_stale_tmp
-
-    if any(it.kind == "camera" for it in items):
-        raise ConfigError("--engine ray detects images; run cameras with --engine local")
-    fmt = args.format or "jsonl"
-    out_dir = ensure_writable_dir(args.out or DEFAULT_OUT)
-    # drawings left half-written by a killed run (not those of a run writing now)
-    remove_stale_tmp(out_dir, min_age_s=600, recursive=True)
-    results_dir = out_dir / RESULTS_DIR
-    config = DetectorConfig.from_args(args)
-    gpus = float(args.gpus_per_actor)
-    # fail fast on the driver (bad model options, missing files) before Ray starts; GPU actors'
-    # options are checked on the CPU here (the driver may have no GPU)
-    probe_config = dataclasses.replace(config, threads=1, workers=0)
-    if gpus > 0:
-        probe_config = dataclasses.replace(probe_config, device="cpu", fp16=False)
-    probe = probe_config.build()
-    model_label = probe.model_label
-    del probe
-    done, before = _prepare_out(out_dir, fmt, args.force)
-
-    n_failed = 0
-    for it in items:
-        if it.kind == "empty":
-            n_failed += 1
-            sys.stderr.write(f"damofd detect: warning: {it.source}: {it.note}\n")
-        elif it.kind == "video":
-            n_failed += 1
-            sys.stderr.write(
-                f"damofd detect: skipped {it.source}: a video (--engine ray detects images; "
-                f"run videos with --engine local)\n"
-            )
-    images = [it for it in items if it.kind == "image"]
-    todo = [it for it in images if it.source not in done]
-    n_skipped = len(images) - len(todo)
-    if n_skipped:
-        sys.stderr.write(
-            f"damofd detect: resuming: {n_skipped} image{'s' if n_skipped != 1 else ''} "
-            f"already in {out_dir} (--force to redo them)\n"
-        )
-    namer = OutputNamer(out_dir) if args.save_vis else None
-    rows = [
-        {
-            "path": it.source,
-            "vis": None if namer is None else str(namer.image_name_for(it.source, it.base)),
-        }
-        for it in todo
-    ]
-
-    t0 = time.perf_counter()
-    started, startup_s, where = False, 0.0, ""
-    actors_desc = ""
-    new_files: list[Path] = []
-    if rows:
-        handlers = signal_handlers()  # the CLI can run in-process: leave its handlers as found
-        started, startup_s, where = _start_ray(ray, args.ray_address)
-        try:
-            if args.ray_address is None and started and args.num_actors is not None:
-                lo = args.num_actors if isinstance(args.num_actors, int) else args.num_actors[0]
-                need = lo * float(args.cpus_per_actor)
-                if need > _local_cpus() + 1e-9:
-                    raise ConfigError(
-                        f"--num-actors {lo} × --cpus-per-actor {args.cpus_per_actor:g} needs "
-                        f"{need:g} CPUs, the local Ray instance has {_local_cpus()}; lower "
-                        f"--cpus-per-actor (e.g. {_local_cpus() / lo:g}) or join a cluster "
-                        f"with --ray-address"
-                    )
-            ctx = ray.data.DataContext.get_current()
-            ctx.enable_progress_bars = not args.no_progress and sys.stderr.isatty()
-            ctx.print_on_execution_start = False
-            logging.getLogger("ray.data").setLevel(logging.WARNING)
-            # not the "Progress bars disabled" notice: --no-progress or no terminal asked for it
-            logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
-            _quiet_cpu_notice()
-            if gpus > 0 and args.ray_address is None and started:
-                have = ray.cluster_resources().get("GPU", 0.0)
-                if have < gpus:
-                    raise ConfigError(
-                        f"--gpus-per-actor {gpus:g}: the local Ray instance sees {have:g} GPUs; "
-                        f"drop the option or join a cluster with GPU nodes (--ray-address)"
-                    )
-            _, max_actors = _pool(ray, args.num_actors, float(args.cpus_per_actor), gpus)
-            blocks = _blocks(len(rows), config.batch_size, max_actors)
-            # no more actors than blocks (a small job): the others would have nothing to do
-            na: int | tuple[int, int] = args.num_actors or max_actors
-            na = (
-                min(na, blocks) if isinstance(na, int) else (min(na[0], blocks), min(na[1], blocks))
-            )
-            max_actors = na if isinstance(na, int) else na[1]
-            actors_desc = (
-                f"{na} actor{'s' if na != 1 else ''}"
-                if isinstance(na, int)
-                else f"{na[0]}-{na[1]} actors"
-            )
-            ds = ray.data.from_items(rows, override_num_blocks=blocks)
-            found = detect_dataset(
-                ds,
-                config=config,
-                num_actors=na,
-                cpus_per_actor=float(args.cpus_per_actor),
-                gpus_per_actor=gpus,
-                vis_column="vis",
-            )
-            try:
-                write_results(
-                    found, str(results_dir), fmt, concurrency=max(1, min(4, max_actors, blocks))
-                )
-            except ray.exceptions.RayError as e:
-                raise DamoFDError(
-                    f"the Ray job failed ({str(e).splitlines()[0]}); the blocks it finished are "
-                    f"kept in {results_dir}: run the same command again to resume"
-                ) from None
-        finally:
-            if started:
-                ray.shutdown()
-                restore_signal_handlers(handlers)
-        after = set(_result_files(out_dir)[fmt])
-        new_files = sorted(after - before)
-    dt = time.perf_counter() - t0
-
-    records = sorted(_read_new(new_files, fmt), key=lambda r: r[0])
-    n_faces = 0
-    for _path, error, faces in records:
-        if error is not None:
-            n_failed += 1
-            sys.stderr.write(f"damofd detect: skipped {error}\n")
-        else:
-            n_faces += faces
-    n_images = len(records)
-    line = (
-        f"damofd detect: {n_images} image{'s' if n_images != 1 else ''}, {n_faces} "
-        f"face{'s' if n_faces != 1 else ''}, {n_failed} failed, {dt:.1f} s; model {model_label}"
-    )
-    if rows:
-        line += f"; engine ray ({actors_desc} on {where}"
-        line += f", Ray start-up {startup_s:.1f} s)" if started else ")"
-    if n_skipped:
-        line += f"; {n_skipped} skipped (done earlier)"
-    line += f"; results in {results_dir}/ ({fmt})"
-    sys.stderr.write(line + "\n")
-    if n_images != len(rows):
-        sys.stderr.write(
-            f"damofd detect: warning: {len(rows)} images were sent, {n_images} recorded\n"
-        )
-        return 1
-    return 1 if n_failed else 0

@@ -38,8 +38,6 @@ the values as written (the same rounding the files carry) and the summary goes t
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import io
 import json
 import os
@@ -55,6 +53,13 @@ from typing import Any, TypeVar
 import numpy as np
 
 from damofd.constants import WIDER_IMAGE_EXTENSIONS, WIDER_SCORE_THR
+from damofd.engine.eval_model import (
+    EvalModel,
+    build_eval_model,
+    model_label,
+    remove_empty_dirs,
+    to_onnx_model,
+)
 from damofd.errors import ConfigError, DamoFDError, InputError
 from damofd.evaluation.ground_truth import GT_FILES, WiderGroundTruth, load_wider_gt
 from damofd.evaluation.predictions import image_name
@@ -263,175 +268,6 @@ def _remove_stale_temporaries(event_dirs: Iterable[Path]) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
-# detector
-
-
-@dataclass
-class _Model:
-    detector: Any  # FaceDetector
-    label: str
-    identity: str
-    backend: str
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _sha256_module(model: Any) -> str:
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _identity_of_spec(spec: str, weights: str | os.PathLike[str] | None) -> str:
-    p = Path(spec)
-    ident = f"file:{p.name}:sha256:{_sha256_file(p)}" if p.is_file() else f"name:{spec}"
-    if weights is not None:
-        w = Path(os.fspath(weights))
-        ident += f"+weights:{w.name}:sha256:{_sha256_file(w)}" if w.is_file() else ""
-    return ident
-
-
-def _identity_of_detector(det: Any) -> str:
-    path = getattr(det.backend, "path", None)
-    if isinstance(path, Path) and path.is_file():
-        return f"file:{path.name}:sha256:{_sha256_file(path)}"
-    model = getattr(det.backend, "model", None)
-    if model is not None and hasattr(model, "state_dict"):
-        return f"module:sha256:{_sha256_module(model)}"
-    return f"backend:{det.backend.description}"
-
-
-def _label_of_detector(det: Any) -> str:
-    path = getattr(det.backend, "path", None)
-    if isinstance(path, Path):
-        return path.stem
-    model = getattr(det.backend, "model", None)
-    return str(getattr(model, "name", None) or "model")
-
-
-def _build_model(
-    model: Any,
-    *,
-    backend: str | None,
-    weights: str | os.PathLike[str] | None,
-    common: dict[str, Any],
-    device: str,
-    fp16: bool,
-    threads: int | None,
-) -> _Model:
-    """A FaceDetector for ``model`` plus a label (work-dir name) and an identity (manifest).
-
-    With ``backend="onnx"`` a PyTorch model is returned on the torch backend all the same;
-    :func:`_to_onnx` converts it once the work dir is known to be usable.
-    """
-    from torch import nn
-
-    from damofd.inference import FaceDetector
-    from damofd.inference.detector import choose_backend
-    from damofd.models.sources import resolve_source
-
-    if backend not in (None, "torch", "onnx"):
-        raise ConfigError(f"backend must be 'torch' or 'onnx', got {backend!r}")
-    torch_kw = {"device": device, "fp16": fp16}
-    if isinstance(model, FaceDetector):
-        if weights is not None:
-            raise ConfigError("weights= cannot be combined with a FaceDetector")
-        # a shallow copy keeps its sessions (and worker sessions); only the settings change
-        det = copy.copy(model)
-        det.protocol = common["protocol"]
-        det.score_thr = common["score_thr"]
-        det.nms_thr = common["nms_thr"]
-        det.batch_size = common["batch_size"]
-        kind = "onnx" if hasattr(det.backend, "session") else "torch"
-        if backend is not None and backend != kind:
-            raise ConfigError(f"the FaceDetector given runs on {kind}, not {backend}")
-        return _Model(det, _label_of_detector(det), _identity_of_detector(det), kind)
-    if isinstance(model, nn.Module):
-        if weights is not None:
-            raise ConfigError("weights= cannot be combined with a model module")
-        det = FaceDetector.from_model(model, **torch_kw, **common)
-        label = _label_of(model)
-        ident = f"module:sha256:{_sha256_module(model)}"
-        kind = "torch"
-    elif isinstance(model, (str, os.PathLike)):
-        spec = os.fspath(model)
-        src = resolve_source(spec, weights)
-        # a zoo name with weights names a PyTorch architecture: built there (then exported by
-        # _to_onnx for backend="onnx"), as the run's manifest records it
-        use = choose_backend(src, backend, device=device, fp16=fp16, providers=_providers(device))
-        if use == "onnx" and weights is None:
-            det = FaceDetector.from_pretrained(
-                src, backend="onnx", threads=threads, providers=_providers(device), **common
-            )
-            kind = "onnx"
-        else:
-            # torch; a torch-only source asked for onnx is exported by _to_onnx once the work
-            # dir is known; a zoo name with weights names a PyTorch architecture, built here
-            det = FaceDetector.from_pretrained(src, backend="torch", **torch_kw, **common)
-            kind = "torch"
-        if src.kind == "bundled":
-            assert src.name is not None
-            sha = _sha256_file(src.file("onnx" if kind == "onnx" else "pth"))
-            return _Model(det, src.name, f"bundled:{src.name}:sha256:{sha}", kind)
-        return _Model(det, _label_of(spec), _identity_of_spec(spec, weights), kind)
-    else:
-        raise ConfigError(
-            f"model must be a path, a zoo name, an SCRFD module or a FaceDetector, got {model!r}"
-        )
-    return _Model(det, label, ident, kind)
-
-
-def _providers(device: str) -> list[str]:
-    """onnxruntime providers for ``device`` (CUDA when asked for and available, else CPU)."""
-    from damofd.device import onnx_providers
-
-    try:
-        return onnx_providers(str(device))
-    except ConfigError:
-        return ["CPUExecutionProvider"]
-
-
-def _to_onnx(built: _Model, onnx_path: Path, threads: int | None) -> _Model:
-    """Export a torch-backend model to ``onnx_path`` and run it with onnxruntime instead
-    (:func:`damofd.export.export_detector`: same settings)."""
-    from damofd.export.detector import export_detector
-
-    det = export_detector(built.detector, onnx_path, threads=threads)
-    return _Model(det, built.label, built.identity, "onnx")
-
-
-def _remove_empty_dirs(created: Sequence[Path]) -> None:
-    """Remove the folders a failed run created (deepest first) while they are empty."""
-    for d in created:
-        try:
-            d.rmdir()
-        except OSError:
-            break
-
-
-def _label_of(model: Any) -> str:
-    """Model label used for the default work dir."""
-    from torch import nn
-
-    if isinstance(model, (str, os.PathLike)):
-        p = Path(os.fspath(model))
-        return p.stem if (p.is_file() or p.is_dir()) else os.fspath(model).replace("/", "_")
-    if isinstance(model, nn.Module):
-        return str(getattr(model, "name", None) or "model")
-    if hasattr(model, "backend"):
-        return _label_of_detector(model)
-    return "model"
-
-
-# ----------------------------------------------------------------------------------------------
 # result
 
 
@@ -564,6 +400,120 @@ def _prefetch(paths: Sequence[Path], ahead: int) -> Iterator[Any]:
             yield fut.result()
 
 
+def _check_options(
+    batch_size: int, limit: int | None, threads: int | None, score_thr: float, nms_thr: float | None
+) -> tuple[float, float | None]:
+    """:class:`ConfigError` for bad numbers; the checked thresholds."""
+    from damofd.inference.detector import check_nms_thr, check_score_thr
+
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be ≥ 1, got {limit}")
+    if threads is not None and threads < 0:
+        raise ConfigError(f"threads must be ≥ 0 (0: one per core), got {threads}")
+    return check_score_thr(score_thr), None if nms_thr is None else check_nms_thr(nms_thr)
+
+
+def _run_settings(
+    built: EvalModel, kind: str, fp16: bool, score_thr: float, nms_thr: float | None
+) -> dict[str, Any]:
+    """The run record (``run.json``): what makes two runs' prediction files interchangeable."""
+    proto = built.detector.protocol
+    return {
+        "version": _MANIFEST_VERSION,
+        "model": built.label,
+        "model_id": built.identity,
+        "backend": kind,
+        "fp16": bool(fp16) and kind == "torch",
+        "protocol": proto.name,
+        "protocol_size": list(proto.size) if proto.size else None,
+        "score_thr": float(score_thr),
+        "nms_thr": float(nms_thr) if nms_thr is not None else proto.nms_thr,
+    }
+
+
+def _check_manifest(manifest: Path, settings: dict[str, Any], wd: Path) -> None:
+    """:class:`InputError` when the work dir's run record differs from ``settings``."""
+    try:
+        old = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = None
+    if not isinstance(old, dict):
+        raise _option_error(
+            InputError,
+            lambda o: f"{manifest}: unreadable run record; use {o('fresh')} to start over",
+        )
+    diff = [k for k in settings if old.get(k) != settings[k]]
+    if diff:
+        desc = "; ".join(f"{k}: {old.get(k)!r} → {settings[k]!r}" for k in diff)
+        raise _option_error(
+            InputError,
+            lambda o: (
+                f"work dir {str(wd)!r} holds predictions made with other settings "
+                f"({desc}); use another {o('work_dir')}, or {o('fresh')} to recompute them"
+            ),
+        )
+
+
+def _read_predictions(
+    images: Sequence[WiderImage], wd: Path
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Rows of the complete prediction files already in ``wd``, and their image keys."""
+    rows: dict[str, np.ndarray] = {}
+    reused: list[str] = []
+    for im in images:
+        try:
+            data = (wd / im.event / f"{im.name}.txt").read_bytes()
+        except OSError:
+            continue
+        r = parse_prediction_txt(data, im.name)
+        if r is not None:
+            rows[im.key] = r
+            reused.append(im.key)
+    return rows, reused
+
+
+def _detect(
+    det: Any,
+    todo: Sequence[WiderImage],
+    wd: Path,
+    rows: dict[str, np.ndarray],
+    desc: str,
+    progress: bool,
+) -> tuple[list[str], list[str]]:
+    """Detect ``todo``, writing each prediction file atomically as it is done and its rows into
+    ``rows``; returns the keys detected and the unreadable images' messages."""
+    from damofd.io import atomic_write_text
+
+    detected: list[str] = []
+    failed: list[str] = []
+    if not todo:
+        return detected, failed
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=len(todo), desc=desc, unit="img", disable=not progress, file=sys.stderr,
+        dynamic_ncols=True,
+    )  # fmt: skip
+    try:
+        inputs = _prefetch([im.path for im in todo], ahead=2 * det.batch_size)
+        for im, res in zip(todo, det.iter_predict(inputs)):
+            bar.update(1)
+            if res.error is not None:
+                failed.append(f"{im.path}: {res.error}")
+                continue
+            text = format_prediction_txt(im.event, im.file, res.boxes, res.scores)
+            atomic_write_text(wd / im.event / f"{im.name}.txt", text)
+            parsed = parse_prediction_txt(text.encode("utf-8"), im.name)
+            assert parsed is not None  # our own format
+            rows[im.key] = parsed
+            detected.append(im.key)
+    finally:
+        bar.close()
+    return detected, failed
+
+
 def run_wider_eval(
     model: Any,
     wider_root: str | os.PathLike[str],
@@ -619,20 +569,11 @@ def run_wider_eval(
             cannot be read (after the others are done and saved).
         ConfigError: bad option combination.
     """
-    from damofd.inference.detector import check_nms_thr, check_score_thr
     from damofd.inference.preprocess import get_protocol
-    from damofd.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+    from damofd.io import atomic_write_json, ensure_writable_dir
 
     t_start = time.perf_counter()
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
-    if limit is not None and limit < 1:
-        raise ConfigError(f"limit must be ≥ 1, got {limit}")
-    if threads is not None and threads < 0:
-        raise ConfigError(f"threads must be ≥ 0 (0: one per core), got {threads}")
-    score_thr = check_score_thr(score_thr)
-    if nms_thr is not None:
-        nms_thr = check_nms_thr(nms_thr)
+    score_thr, nms_thr = _check_options(batch_size, limit, threads, score_thr, nms_thr)
     proto = get_protocol(protocol)
     images = list_wider_images(wider_root)
     if limit is not None:
@@ -650,12 +591,14 @@ def run_wider_eval(
         "nms_thr": nms_thr,
         "batch_size": int(batch_size),
     }
-    wd = Path(work_dir) if work_dir is not None else default_work_dir(_label_of(model), proto.name)
+    wd = (
+        Path(work_dir) if work_dir is not None else default_work_dir(model_label(model), proto.name)
+    )
     wd = wd.absolute()
     if wd.exists() and not wd.is_dir():
         raise NotADirectoryError(f"work dir {str(wd)!r} exists and is not a directory")
     t0 = time.perf_counter()
-    built = _build_model(
+    built = build_eval_model(
         model,
         backend=backend,
         weights=weights,
@@ -672,44 +615,16 @@ def run_wider_eval(
     remove_stale_tmp(wd, min_age_s=600, recursive=True)  # left by a killed run
     det = built.detector
     kind = "onnx" if backend == "onnx" else built.backend
-    settings = {
-        "version": _MANIFEST_VERSION,
-        "model": built.label,
-        "model_id": built.identity,
-        "backend": kind,
-        "fp16": bool(fp16) and kind == "torch",
-        "protocol": det.protocol.name,
-        "protocol_size": list(det.protocol.size) if det.protocol.size else None,
-        "score_thr": float(score_thr),
-        "nms_thr": float(nms_thr) if nms_thr is not None else det.protocol.nms_thr,
-    }
+    settings = _run_settings(built, kind, fp16, score_thr, nms_thr)
     manifest = wd / _MANIFEST
     had_manifest = manifest.is_file()
     if had_manifest and not fresh:
-        try:
-            old = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            old = None
-        if not isinstance(old, dict):
-            raise _option_error(
-                InputError,
-                lambda o: f"{manifest}: unreadable run record; use {o('fresh')} to start over",
-            )
-        diff = [k for k in settings if old.get(k) != settings[k]]
-        if diff:
-            desc = "; ".join(f"{k}: {old.get(k)!r} → {settings[k]!r}" for k in diff)
-            raise _option_error(
-                InputError,
-                lambda o: (
-                    f"work dir {str(wd)!r} holds predictions made with other settings "
-                    f"({desc}); use another {o('work_dir')}, or {o('fresh')} to recompute them"
-                ),
-            )
+        _check_manifest(manifest, settings, wd)
     if kind != built.backend:
         try:
-            built = _to_onnx(built, wd / "model.onnx", threads)
+            built = to_onnx_model(built, wd / "model.onnx", threads)
         except BaseException:
-            _remove_empty_dirs(created)
+            remove_empty_dirs(created)
             raise
         det = built.detector
     t_load = time.perf_counter() - t0
@@ -717,19 +632,7 @@ def run_wider_eval(
 
     events = sorted({im.event for im in images})
     _remove_stale_temporaries(wd / e for e in events)
-    rows: dict[str, np.ndarray] = {}
-    reused: list[str] = []
-    if not fresh:
-        for im in images:
-            f = wd / im.event / f"{im.name}.txt"
-            try:
-                data = f.read_bytes()
-            except OSError:
-                continue
-            r = parse_prediction_txt(data, im.name)
-            if r is not None:
-                rows[im.key] = r
-                reused.append(im.key)
+    rows, reused = ({}, []) if fresh else _read_predictions(images, wd)
     if reused and not had_manifest:
         warnings.warn(
             f"reusing {len(reused)} prediction files found in {str(wd)!r} without a run record "
@@ -740,35 +643,9 @@ def run_wider_eval(
         )
     todo = [im for im in images if im.key not in rows]
 
-    detected: list[str] = []
-    failed: list[str] = []
     t0 = time.perf_counter()
-    if todo:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=len(todo),
-            desc=f"{built.label} [{det.protocol.name}]",
-            unit="img",
-            disable=not progress,
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
-        try:
-            inputs = _prefetch([im.path for im in todo], ahead=2 * int(batch_size))
-            for im, res in zip(todo, det.iter_predict(inputs)):
-                bar.update(1)
-                if res.error is not None:
-                    failed.append(f"{im.path}: {res.error}")
-                    continue
-                text = format_prediction_txt(im.event, im.file, res.boxes, res.scores)
-                atomic_write_text(wd / im.event / f"{im.name}.txt", text)
-                parsed = parse_prediction_txt(text.encode("utf-8"), im.name)
-                assert parsed is not None  # our own format
-                rows[im.key] = parsed
-                detected.append(im.key)
-        finally:
-            bar.close()
+    desc = f"{built.label} [{det.protocol.name}]"
+    detected, failed = _detect(det, todo, wd, rows, desc, progress)
     t_detect = time.perf_counter() - t0
     if failed:
         raise InputError(

@@ -59,7 +59,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,7 @@ from damofd.search.presets import get_preset
 from damofd.search.scoring import TORCH_PROXIES, SearchScorer, check_proxy
 from damofd.search.space import get_search_space, make_randbelow
 from damofd.search.structure import BLOCK_TYPES, BlockKind, Structure
+from damofd.typed_config import typed_kwargs
 
 __all__ = [
     "MAX_INITIAL_FAILURES",
@@ -204,10 +205,8 @@ class SearchConfig:
         }
         if "init" in overrides and "allow_init_over_budget" not in overrides:
             values["allow_init_over_budget"] = False
-        unknown = set(overrides) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown search option(s): {', '.join(sorted(unknown))}")
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        given = typed_kwargs(cls, overrides, what="search option")
+        values.update({k: v for k, v in given.items() if v is not None})
         return cls(**values)
 
     @property
@@ -221,14 +220,8 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SearchConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ConfigError(f"unknown search option(s) in saved config: {sorted(unknown)}")
-        values = dict(d)
-        if "stage_weights" in values:
-            values["stage_weights"] = tuple(values["stage_weights"])
-        return cls(**values)
+        """From :meth:`to_dict` output (or any mapping of option names to plain values)."""
+        return cls(**typed_kwargs(cls, d, what="search option in the saved config"))
 
 
 # ---------------------------------------------------------------------------------------------
