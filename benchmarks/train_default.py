@@ -235,29 +235,37 @@ def stage_bundle(args: argparse.Namespace) -> int:
     from damofd.models.factory import load_model
 
     a = _assets()
-    ckpt = Path(args.checkpoint)
+    name, epochs = args.model, args.epochs
+    patch_dir, finetune_dir = _dirs(name, epochs)
+    ckpt = Path(args.checkpoint) if args.checkpoint else finetune_dir / "latest.pth"
     meta = torch.load(ckpt, map_location="cpu", weights_only=False)["meta"]
     model = load_model(ckpt)
+    if getattr(model, "name", name) != name:
+        raise SystemExit(f"{ckpt} holds a {model.name} model, not --model {name}")
     WEIGHTS.mkdir(parents=True, exist_ok=True)
-    pth = WEIGHTS / f"{NAME}.pth"
-    onnx = WEIGHTS / f"{NAME}.onnx"
+    pth = WEIGHTS / f"{name}.pth"
+    onnx = WEIGHTS / f"{name}.onnx"
     keep = {k: meta[k] for k in ("epoch", "iter", "train_config") if k in meta}
     save_checkpoint(model, pth, meta={**keep, "source": ckpt.name})
     export_onnx_detailed(str(pth), str(onnx), dynamic=True, verify=True)
     print(f"wrote {pth} and {onnx}", flush=True)
 
     results = _evaluate_onnx(onnx, a, "bundle")
-    lm = {NAME: _landmarks(FaceDetector.from_onnx(onnx, score_thr=0.5), a)}
+    lm = {name: _landmarks(FaceDetector.from_onnx(onnx, score_thr=0.5), a)}
     if a["det_500m"].is_file():
         lm["det_500m.onnx"] = _landmarks(FaceDetector.from_onnx(a["det_500m"], score_thr=0.5), a)
     print("landmarks", lm, flush=True)
 
+    wide_dir = WIDE_DIR if (name, epochs) == (NAME, PATCH_EPOCHS) else Path("/nonexistent")
     hours = {
-        "patch": _train_hours(PATCH_DIR),
-        "finetune": _train_hours(FINETUNE_DIR),
-        "wide": _train_hours(WIDE_DIR),
+        "patch": _train_hours(patch_dir),
+        "finetune": _train_hours(finetune_dir),
+        "wide": _train_hours(wide_dir),
     }
     cmd = "python benchmarks/train_default.py"
+    sel = "" if (name, epochs) == (NAME, PATCH_EPOCHS) else f" --model {name} --epochs {epochs}"
+    ran = [k for k, v in hours.items() if v > 0]
+    stages = " && ".join(f"{cmd} {k}{sel}" for k in ran)
     entry = {
         "files": {
             "pth": {"name": pth.name, "sha256": sha256_file(pth), "bytes": pth.stat().st_size},
@@ -283,19 +291,23 @@ def stage_bundle(args: argparse.Namespace) -> int:
         "landmarks), less the 62 held-out images of damofd/weights/holdout_train.txt",
         "recipe": "320-px patch training (crop scales 0.5-1.0 = the 640 recipe's 1.0-2.0 "
         "halved), SGD lr 0.01 momentum 0.9 wd 5e-4, batch 8, 300 warm-up iterations, cosine "
-        f"to 1 %, {PATCH_ARGS[PATCH_ARGS.index('--epochs') + 1]} epochs; then 640-px "
+        f"to 1 %, {epochs} epochs; then 640-px "
         f"fine-tune, lr 0.001 cosine, {FINETUNE_ARGS[FINETUNE_ARGS.index('--epochs') + 1]} "
-        "epochs; then 640-px with SCRFD's wide crop scales 0.3-2.0 (large faces), lr 0.001 "
-        f"cosine, {WIDE_ARGS[WIDE_ARGS.index('--epochs') + 1]} epochs (stages actually run: "
-        f"{', '.join(k for k, v in hours.items() if v > 0)}); QFL + DIoU + keypoint loss; seed 0",
-        "command": f"{cmd} data && {cmd} patch && {cmd} finetune && {cmd} wide && {cmd} bundle "
-        f"--checkpoint {ckpt}",
+        "epochs"
+        + (
+            "; then 640-px with SCRFD's wide crop scales 0.3-2.0 (large faces), lr 0.001 "
+            f"cosine, {WIDE_ARGS[WIDE_ARGS.index('--epochs') + 1]} epochs"
+            if "wide" in ran
+            else ""
+        )
+        + f" (stages run: {', '.join(ran)}); QFL + DIoU + keypoint loss; seed 0",
+        "command": f"{cmd} data && {stages} && {cmd} bundle{sel} --checkpoint {ckpt}",
         "cpu_hours": round(2 * sum(hours.values()), 2),
         "wall_hours_2_threads": {k: round(v, 2) for k, v in hours.items()},
         "val_curve": {
-            "patch": _val_curve(PATCH_DIR),
-            "finetune": _val_curve(FINETUNE_DIR),
-            "wide": _val_curve(WIDE_DIR),
+            "patch": _val_curve(patch_dir),
+            "finetune": _val_curve(finetune_dir),
+            "wide": _val_curve(wide_dir),
         },
         "licence": "weights: Apache-2.0, as damofd's code. They were trained on WIDER FACE, whose "
         "images and annotations are released for non-commercial research (CC BY-NC-ND); "
@@ -310,7 +322,7 @@ def stage_bundle(args: argparse.Namespace) -> int:
     }
     index_path = WEIGHTS / "bundled.json"
     index = json.loads(index_path.read_text()) if index_path.is_file() else {}
-    index[NAME] = entry
+    index[name] = entry
     from damofd.io import atomic_write_text
 
     atomic_write_text(index_path, json.dumps(index, indent=2) + "\n")
@@ -318,7 +330,7 @@ def stage_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
-def _curve_png(out: Path) -> bool:
+def _curve_png(out: Path, dirs: tuple[Path, Path, Path]) -> bool:
     try:
         import matplotlib
 
@@ -328,11 +340,7 @@ def _curve_png(out: Path) -> bool:
         return False
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     offset = 0
-    for label, wd in (
-        ("320-px patches", PATCH_DIR),
-        ("640-px fine-tune", FINETUNE_DIR),
-        ("640-px, wide crops", WIDE_DIR),
-    ):
+    for label, wd in zip(("320-px patches", "640-px fine-tune", "640-px, wide crops"), dirs):
         log = wd / "log.jsonl"
         if not log.is_file():
             continue
@@ -365,10 +373,13 @@ def _curve_png(out: Path) -> bool:
 def stage_card(args: argparse.Namespace) -> int:
     """Print the measured tables of docs/model-card.md (curve, AP, landmarks, speed) and draw
     the curve figure; the prose around them is written by hand."""
-    index = json.loads((WEIGHTS / "bundled.json").read_text())[NAME]
+    index = json.loads((WEIGHTS / "bundled.json").read_text())[args.model]
     docs = Path(__file__).resolve().parents[1] / "docs"
-    if _curve_png(docs / "model_card_curve.png"):
-        print(f"wrote {docs / 'model_card_curve.png'}")
+    patch_dir, finetune_dir = _dirs(args.model, args.epochs)
+    wide_dir = WIDE_DIR if (args.model, args.epochs) == (NAME, PATCH_EPOCHS) else Path("-")
+    png = docs / ("model_card_curve.png" if args.model == NAME else f"curve_{args.model}.png")
+    if _curve_png(png, (patch_dir, finetune_dir, wide_dir)):
+        print(f"wrote {png}")
     a = index["ap"]
     o = a["original_protocol"]
     print("| protocol | Easy | Medium | Hard |\n| --- | --- | --- | --- |")
@@ -435,7 +446,7 @@ def stage_compare(args: argparse.Namespace) -> int:
 
     a = _assets()
     default = json.loads((WEIGHTS / "bundled.json").read_text())[NAME]
-    patch_dir, finetune_dir = _dirs(args.model)
+    patch_dir, finetune_dir = _dirs(args.model, args.epochs)
     arm_curve = {"patch": _val_curve(patch_dir), "finetune": _val_curve(finetune_dir)}
     found = [d / "latest.pth" for d in (finetune_dir, patch_dir) if (d / "latest.pth").is_file()]
     ckpt = found[0] if found else None
@@ -456,8 +467,16 @@ def stage_compare(args: argparse.Namespace) -> int:
     result = {
         "arms": [NAME, args.model],
         "recipe": default["recipe"],
-        "identical": "recipe, seed 0, data (1,177 train images), schedule and sample count; the "
-        "arms ran on different CPUs, so float rounding (not the recipe) differs",
+        "identical": (
+            "recipe, seed 0, data (1,177 train images), schedule and sample count; the "
+            "arms ran on different CPUs, so float rounding (not the recipe) differs"
+            if args.epochs == PATCH_EPOCHS
+            else f"recipe, seed 0 and data (1,177 train images); the {args.model} arm's patch "
+            f"stage ran {args.epochs} of the {PATCH_EPOCHS} epochs of the DamoFD arm (cosine "
+            "over its own length: half the samples), then the same 640-px fine-tune; the "
+            "in-training curves are therefore matched by iteration only in lr-independent terms"
+        ),
+        "arm_patch_epochs": args.epochs,
         "cpu_of_this_arm": _cpu_model(),
         "arm_checkpoint": str(ckpt),
         "arm_complete": complete,
@@ -488,7 +507,8 @@ def stage_compare(args: argparse.Namespace) -> int:
     for k, v in PUBLISHED_DELTAS.items():
         print(f"published {k}: {v[0]:+.2f} / {v[1]:+.2f} / {v[2]:+.2f} AP points (full val set)")
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"damofd_vs_{args.model}.json"
+    tag = "" if args.epochs == PATCH_EPOCHS else f"-e{args.epochs}"
+    out = RESULTS / f"damofd_vs_{args.model}{tag}.json"
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
@@ -512,11 +532,16 @@ def main(argv: list[str] | None = None) -> int:
     wide.add_argument("--minutes", type=float, help="time limit of this session")
     wide.add_argument("--start", help="checkpoint to start from (default: finetune latest)")
     b = sub.add_parser("bundle", help="strip, export, evaluate, write damofd/weights/")
-    b.add_argument("--checkpoint", required=True)
+    b.add_argument("--checkpoint", help="default: the fine-tune stage's latest.pth")
+    b.add_argument("--model", default=NAME, help=f"architecture (default {NAME})")
+    b.add_argument("--epochs", type=int, default=PATCH_EPOCHS, help="patch epochs of the run")
     c = sub.add_parser("card", help="print the model card's measured tables, draw its curve")
     c.add_argument("--bench", help="JSON written by benchmarks/bench_infer.py --json")
+    c.add_argument("--model", default=NAME, help=f"bundled model (default {NAME})")
+    c.add_argument("--epochs", type=int, default=PATCH_EPOCHS, help="patch epochs of its run")
     cmp_ = sub.add_parser("compare", help="DamoFD (the default's run) vs another arm, same recipe")
     cmp_.add_argument("--model", default="scrfd-500m-kps", help="the other arm (scrfd-500m-kps)")
+    cmp_.add_argument("--epochs", type=int, default=PATCH_EPOCHS, help="patch epochs of the arm")
     args = ap.parse_args(argv)
     return {
         "data": stage_data,

@@ -15,10 +15,10 @@ from damofd.training.config import (
     TrainConfig,
     apply_overrides,
     list_recipes,
-    load_config_file,
     recipe,
     scaled_steps,
 )
+from damofd.training.config_files import load_config_file
 from damofd.training.schedule import lr_at
 
 # ---------------------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ def model_info(args: argparse.Namespace) -> dict[str, Any]:
     from damofd.models.flops import get_model_complexity
     from damofd.models.zoo import get_model_info, resolve_name
     from damofd.ops.anchors import num_anchors_total
-    from damofd.training.config import template_name
+    from damofd.training.config_files import template_name
 
     h, w = parse_size(args.input)
     _check_multiple(args.input, h, w, SIZE_DIVISOR)

@@ -63,6 +63,8 @@ from damofd.engine.eval_model import (
 from damofd.errors import ConfigError, DamoFDError, InputError
 from damofd.evaluation.ground_truth import GT_FILES, WiderGroundTruth, load_wider_gt
 from damofd.evaluation.predictions import image_name
+from damofd.evaluation.wider_images import WiderImage
+from damofd.evaluation.wider_images import list_wider_images as _list_wider_images
 from damofd.evaluation.widerface import WiderResult, evaluate_wider
 
 __all__ = [
@@ -110,55 +112,17 @@ def _option_error(cls: type[_E], message: Callable[[Callable[[str], str]], str])
 # inputs
 
 
-@dataclass(frozen=True)
-class WiderImage:
-    """One image of a WIDER split: ``images/<event>/<file>``."""
-
-    event: str
-    file: str
-    path: Path
-
-    @property
-    def name(self) -> str:
-        """Image key (file name without extension), as in the ground truth."""
-        return image_name(self.file)
-
-    @property
-    def key(self) -> str:
-        """``"<event>/<name>"``."""
-        return f"{self.event}/{self.name}"
-
-
 def list_wider_images(wider_root: str | os.PathLike[str]) -> list[WiderImage]:
     """Every image under ``<wider_root>/images/<event>/`` (or ``<wider_root>/<event>/``), sorted
-    by event and file name. Raises :class:`InputError` when there is none."""
+    by event and file name (:func:`damofd.evaluation.wider_images.list_wider_images`, the one
+    listing that training's validation uses too). Raises :class:`InputError` when there is
+    none."""
     root = Path(wider_root)
     if not root.is_dir():
         raise _option_error(
             InputError, lambda o: f"{o('wider_root')} {str(root)!r} is not a folder"
         )
-    images_dir = root / "images" if (root / "images").is_dir() else root
-    out: list[WiderImage] = []
-    for event_dir in sorted(p for p in images_dir.iterdir() if p.is_dir()):
-        if event_dir.name.startswith("."):
-            continue
-        for f in sorted(event_dir.iterdir()):
-            if f.suffix.lower() in _IMAGE_EXTS and not f.name.startswith(".") and f.is_file():
-                out.append(WiderImage(event_dir.name, f.name, f))
-    if not out:
-        raise InputError(
-            f"no images found under {str(images_dir)!r}: expected "
-            f"images/<event>/<name>.jpg (e.g. WIDER_val/images/0--Parade/0_Parade_...jpg)"
-        )
-    seen: dict[str, WiderImage] = {}
-    for im in out:
-        other = seen.setdefault(im.name, im)
-        if other is not im:
-            raise InputError(
-                f"image name {im.name!r} appears twice: {other.path} and {im.path} (WIDER image "
-                f"names are unique across events)"
-            )
-    return out
+    return _list_wider_images(root)
 
 
 def find_ground_truth(

@@ -27,7 +27,7 @@ _LAZY: dict[str, str] = {
     "TrainConfig": "damofd.training.config",
     "recipe": "damofd.training.config",
     "list_recipes": "damofd.training.config",
-    "load_config_file": "damofd.training.config",
+    "load_config_file": "damofd.training.config_files",
     "apply_overrides": "damofd.training.config",
     "Trainer": "damofd.training.trainer",
     "TrainerHook": "damofd.training.hooks",

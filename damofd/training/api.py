@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from damofd.errors import ConfigError
-from damofd.training.config import TrainConfig, apply_mapping, load_config_file, recipe
+from damofd.training.config import TrainConfig, apply_mapping, recipe
+from damofd.training.config_files import load_config_file
 from damofd.training.options import apply_options
 from damofd.training.trainer import Trainer, TrainerHook
 
@@ -49,7 +50,7 @@ def resolve_config(
         from damofd.models.factory import create_model
 
         m = create_model(structure=structure, init=False)
-        from damofd.training.config import template_name
+        from damofd.training.config_files import template_name
 
         cfg = recipe(template_name(m.config))
     else:

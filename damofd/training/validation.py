@@ -39,15 +39,18 @@ _IMAGE_EXTS = WIDER_IMAGE_EXTENSIONS
 
 def list_split_images(root: str | os.PathLike[str]) -> list[Path]:
     """Image files of a WIDER split folder (``root/images/<event>/*`` or ``root/<event>/*``),
-    sorted by relative path."""
+    sorted by event and name: the listing of ``damofd eval``
+    (:func:`damofd.evaluation.wider_images.list_wider_images`)."""
+    from damofd.evaluation.wider_images import list_wider_images
+
     r = Path(root)
     base = r / "images" if (r / "images").is_dir() else r
     if not base.is_dir():
         raise FileNotFoundError(f"validation folder {str(r)!r} does not exist")
-    files = sorted(p for p in base.rglob("*") if p.suffix.lower() in _IMAGE_EXTS and p.is_file())
-    if not files:
-        raise InputError(f"validation folder {str(base)!r} holds no images")
-    return files
+    try:
+        return [im.path for im in list_wider_images(r)]
+    except InputError as e:
+        raise InputError(f"validation folder {str(base)!r} holds no images ({e})") from None
 
 
 def labelv2_ground_truth(labels: str | os.PathLike[str]) -> tuple[WiderGroundTruth, list[str]]:
