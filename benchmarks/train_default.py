@@ -164,7 +164,11 @@ def _fine_tune(
 
 def stage_finetune(args: argparse.Namespace) -> int:
     patch_dir, finetune_dir = _dirs(args.model, args.epochs)
-    return _fine_tune(args, finetune_dir, patch_dir / "latest.pth", FINETUNE_ARGS, CROP_640)
+    run_args = FINETUNE_ARGS
+    if args.fine_epochs is not None:  # a shorter fine-tune, validated once at its end
+        run_args = _fine_args(warmup=50, epochs=args.fine_epochs)
+        run_args[run_args.index("--eval-every") + 1] = str(args.fine_epochs)
+    return _fine_tune(args, finetune_dir, patch_dir / "latest.pth", run_args, CROP_640)
 
 
 def stage_wide(args: argparse.Namespace) -> int:
@@ -178,6 +182,12 @@ def _train_hours(work_dir: Path) -> float:
         return 0.0
     recs = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
     return sum(float(r.get("session_s", 0.0)) for r in recs if r.get("mode") == "stop") / 3600
+
+
+def _run_epochs(work_dir: Path) -> int | None:
+    """``total_epochs`` of the run in ``work_dir`` (its config.json), if any."""
+    cfg = work_dir / "config.json"
+    return int(json.loads(cfg.read_text())["total_epochs"]) if cfg.is_file() else None
 
 
 def _val_curve(work_dir: Path) -> list[dict[str, Any]]:
@@ -264,8 +274,10 @@ def stage_bundle(args: argparse.Namespace) -> int:
     }
     cmd = "python benchmarks/train_default.py"
     sel = "" if (name, epochs) == (NAME, PATCH_EPOCHS) else f" --model {name} --epochs {epochs}"
+    fine_epochs = _run_epochs(finetune_dir)
+    fine_sel = "" if fine_epochs in (None, 6) else f" --fine-epochs {fine_epochs}"
     ran = [k for k, v in hours.items() if v > 0]
-    stages = " && ".join(f"{cmd} {k}{sel}" for k in ran)
+    stages = " && ".join(f"{cmd} {k}{sel}{fine_sel if k == 'finetune' else ''}" for k in ran)
     entry = {
         "files": {
             "pth": {"name": pth.name, "sha256": sha256_file(pth), "bytes": pth.stat().st_size},
@@ -292,8 +304,7 @@ def stage_bundle(args: argparse.Namespace) -> int:
         "recipe": "320-px patch training (crop scales 0.5-1.0 = the 640 recipe's 1.0-2.0 "
         "halved), SGD lr 0.01 momentum 0.9 wd 5e-4, batch 8, 300 warm-up iterations, cosine "
         f"to 1 %, {epochs} epochs; then 640-px "
-        f"fine-tune, lr 0.001 cosine, {FINETUNE_ARGS[FINETUNE_ARGS.index('--epochs') + 1]} "
-        "epochs"
+        f"fine-tune, lr 0.001 cosine, {fine_epochs} epochs"
         + (
             "; then 640-px with SCRFD's wide crop scales 0.3-2.0 (large faces), lr 0.001 "
             f"cosine, {WIDE_ARGS[WIDE_ARGS.index('--epochs') + 1]} epochs"
@@ -528,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         if name == "finetune":
             p.add_argument("--start", help="checkpoint to start from (default: patch latest)")
+            p.add_argument(
+                "--fine-epochs", type=int, help="640-px epochs (default 6, validated every 2)"
+            )
     wide = sub.add_parser("wide", help="640-px fine-tune with wide crop scales (resumable)")
     wide.add_argument("--minutes", type=float, help="time limit of this session")
     wide.add_argument("--start", help="checkpoint to start from (default: finetune latest)")

@@ -91,7 +91,7 @@ def test_default_detector_offline_finds_the_astronaut(no_network) -> None:
     assert 140 < (x1 + x2) / 2 < 280 and 50 < (y1 + y2) / 2 < 170, faces[0].box
     assert faces[0].keypoints is not None and len(faces[0].keypoints) == 5
 
-    same = FaceDetector.from_pretrained("damofd-0.5g-kps")
+    same = FaceDetector.from_pretrained(DEFAULT_MODEL)
     assert same.model_label == det.model_label
     out = pipeline("face-detection", protocol="original")(str(ASTRONAUT))
     assert len(out["scores"]) >= 1 and max(out["scores"]) >= 0.5

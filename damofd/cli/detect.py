@@ -31,6 +31,7 @@ resumable, written under ``--out DIR/detections/`` (:mod:`damofd.engine.ray`, do
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fcntl
 import json
 import os
@@ -375,9 +376,136 @@ class _Outputs:
         return self.path
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclasses.dataclass
+class _Counts:
+    images: int = 0
+    failed: int = 0
+    faces: int = 0
+    frames: int = 0
+
+
+def _report_error(msg: str) -> None:
+    sys.stderr.write(f"damofd detect: skipped {msg}\n")
+
+
+def _print_result(src: str, res: Any, rec: dict[str, Any], verbose: bool) -> None:
+    drawn = f" -> {rec['vis']}" if "vis" in rec else ""
+    sys.stdout.write(f"{src}: {len(res)} face{'s' if len(res) != 1 else ''}{drawn}\n")
+    if verbose:
+        for k, face in enumerate(res.faces):
+            x1, y1, x2, y2 = face.box
+            sys.stdout.write(
+                f"  face {k}: box [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}] score {face.score:.3f}\n"
+            )
+
+
+def _run_images(
+    args: argparse.Namespace, det: Any, items: list[Any], outs: _Outputs, n: _Counts, bar: bool
+) -> None:
+    """Images first, in batches (streamed): one record each, drawings, printed lines."""
     from damofd.inference.draw import draw_faces
+
+    images = [(it.source, it.base) for it in items if it.kind == "image"]
+    progress = None
+    if bar and len(images) > 1:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(images), unit="img", leave=False)
+    for (src, base), res in zip(images, det.iter_predict(s for s, _ in images)):
+        n.images += 1
+        if progress is not None:
+            progress.update(1)
+        if res.error is not None:
+            n.failed += 1
+            _report_error(res.error)
+            outs.emit(detection_record(res, src))
+            continue
+        n.faces += len(res)
+        rec = detection_record(res, src)
+        if outs.save_vis and outs.out_dir is not None:
+            vis = outs.image_name_for(src, base)
+            try:
+                draw_faces(src, res, vis)
+                rec["vis"] = str(vis)
+            except InputError as e:
+                _report_error(str(e))
+        outs.emit(rec)
+        if not args.json:
+            _print_result(src, res, rec, args.verbose)
+    if progress is not None:
+        progress.close()
+
+
+def _run_videos(
+    args: argparse.Namespace, det: Any, items: list[Any], outs: _Outputs, n: _Counts, bar: bool
+) -> None:
+    """Then videos and cameras one by one: a record per frame (with track ids for --track)."""
     from damofd.inference.video import process_video
+
+    for kind, src, base, _note in items:
+        if kind not in ("video", "camera"):
+            continue
+        source: str | int = int(src) if kind == "camera" else src
+        label = f"camera {src}" if kind == "camera" else src
+        out_video = None
+        if outs.save_vis and outs.out_dir is not None:
+            out_video = (
+                outs.name_for(f"camera_{src}.mp4", None)
+                if kind == "camera"
+                else outs.name_for(src, base, suffix=".mp4")
+            )
+        tracker = None
+        if args.track:
+            from damofd.inference.anonymize import FaceTracker
+
+            tracker = FaceTracker(keep_frames=args.keep_frames)
+
+        def on_frame(i: int, res: Any, _label: str = label, _tracker: Any = tracker) -> None:
+            rec = {**res.to_dict(), "path": _label, "frame": i}
+            if _tracker is not None:
+                rec["tracks"] = [
+                    {"track": t.id, "box": t.box.tolist(), "score": t.score,
+                     "predicted": t.misses > 0}
+                    for t in _tracker.update(res.boxes, res.scores)
+                ]  # fmt: skip
+            outs.emit(rec)
+
+        try:
+            summary = process_video(
+                det, source, out_video, max_frames=args.max_frames, progress=bar,
+                on_frame=on_frame,
+            )  # fmt: skip
+        except InputError as e:
+            n.failed += 1
+            _report_error(str(e))
+            continue
+        except KeyboardInterrupt:
+            sys.stderr.write(f"damofd detect: {label}: interrupted\n")
+            break
+        n.frames += summary.frames
+        n.faces += summary.faces
+        if not args.json:
+            extra = f" -> {summary.output}" if summary.output else ""
+            sys.stdout.write(f"{label}: {summary.frames} frames, {summary.faces} faces{extra}\n")
+
+
+def _summary(n: _Counts, items: list[Any], dt: float, model: str, skipped: int, jsonl: Any) -> str:
+    n_videos = sum(1 for it in items if it.kind in ("video", "camera"))
+    parts = [f"{n.images} image{'s' if n.images != 1 else ''}"]
+    if n_videos:
+        parts.append(f"{n_videos} video{'s' if n_videos != 1 else ''} ({n.frames} frames)")
+    line = (
+        f"damofd detect: {', '.join(parts)}, {n.faces} face{'s' if n.faces != 1 else ''}, "
+        f"{n.failed} failed, {dt:.1f} s; model {model}"
+    )
+    if skipped:
+        line += f"; {skipped} skipped (done earlier)"
+    if jsonl is not None:
+        line += f"; results in {jsonl}"
+    return line
+
+
+def run(args: argparse.Namespace) -> int:
     from damofd.io import ensure_writable_dir
 
     inputs = list(args.inputs)
@@ -409,125 +537,19 @@ def run(args: argparse.Namespace) -> int:
                 f"damofd detect: resuming: {n_skipped} image{'s' if n_skipped != 1 else ''} "
                 f"already in {outs.path} (--force to redo them)\n"
             )
-    n_images = n_failed = n_faces = n_frames = 0
+    n = _Counts()
     t0 = time.perf_counter()
-    quiet = args.json
-    progress = not quiet and not args.no_progress and sys.stderr.isatty()
-
-    def report_error(msg: str) -> None:
-        sys.stderr.write(f"damofd detect: skipped {msg}\n")
-
+    bar = not args.json and not args.no_progress and sys.stderr.isatty()
     for item in items:
         if item.kind == "empty":
-            n_failed += 1
+            n.failed += 1
             sys.stderr.write(f"damofd detect: warning: {item.source}: {item.note}\n")
-    images = [(it.source, it.base) for it in items if it.kind == "image"]
-    # images first, in batches (streamed), then videos and cameras one by one
-    bar = None
-    if progress and len(images) > 1:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(images), unit="img", leave=False)
-    for (src, base), res in zip(images, det.iter_predict(s for s, _ in images)):
-        n_images += 1
-        if bar is not None:
-            bar.update(1)
-        if res.error is not None:
-            n_failed += 1
-            report_error(res.error)
-            outs.emit(detection_record(res, src))
-            continue
-        n_faces += len(res)
-        rec = detection_record(res, src)
-        if outs.save_vis and out_dir is not None:
-            vis = outs.image_name_for(src, base)
-            try:
-                draw_faces(src, res, vis)
-                rec["vis"] = str(vis)
-            except InputError as e:
-                report_error(str(e))
-        outs.emit(rec)
-        if not quiet:
-            drawn = f" -> {rec['vis']}" if "vis" in rec else ""
-            sys.stdout.write(f"{src}: {len(res)} face{'s' if len(res) != 1 else ''}{drawn}\n")
-            if args.verbose:
-                for k, face in enumerate(res.faces):
-                    x1, y1, x2, y2 = face.box
-                    sys.stdout.write(
-                        f"  face {k}: box [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}] "
-                        f"score {face.score:.3f}\n"
-                    )
-    if bar is not None:
-        bar.close()
-
-    for kind, src, base, _note in items:
-        if kind not in ("video", "camera"):
-            continue
-        source: str | int = int(src) if kind == "camera" else src
-        label = f"camera {src}" if kind == "camera" else src
-        out_video = None
-        if outs.save_vis and out_dir is not None:
-            out_video = (
-                outs.name_for(f"camera_{src}.mp4", None)
-                if kind == "camera"
-                else outs.name_for(src, base, suffix=".mp4")
-            )
-
-        tracker = None
-        if args.track:
-            from damofd.inference.anonymize import FaceTracker
-
-            tracker = FaceTracker(keep_frames=args.keep_frames)
-
-        def on_frame(i: int, res: Any, _label: str = label, _tracker: Any = tracker) -> None:
-            rec = {**res.to_dict(), "path": _label, "frame": i}
-            if _tracker is not None:
-                rec["tracks"] = [
-                    {"track": t.id, "box": t.box.tolist(), "score": t.score,
-                     "predicted": t.misses > 0}
-                    for t in _tracker.update(res.boxes, res.scores)
-                ]  # fmt: skip
-            outs.emit(rec)
-
-        try:
-            summary = process_video(
-                det,
-                source,
-                out_video,
-                max_frames=args.max_frames,
-                progress=progress,
-                on_frame=on_frame,
-            )
-        except InputError as e:
-            n_failed += 1
-            report_error(str(e))
-            continue
-        except KeyboardInterrupt:
-            sys.stderr.write(f"damofd detect: {label}: interrupted\n")
-            break
-        n_frames += summary.frames
-        n_faces += summary.faces
-        if not quiet:
-            extra = f" -> {summary.output}" if summary.output else ""
-            sys.stdout.write(f"{label}: {summary.frames} frames, {summary.faces} faces{extra}\n")
-
+    _run_images(args, det, items, outs, n, bar)
+    _run_videos(args, det, items, outs, n, bar)
     jsonl = outs.finish()
-    dt = time.perf_counter() - t0
-    n_videos = sum(1 for it in items if it.kind in ("video", "camera"))
-    parts = [f"{n_images} image{'s' if n_images != 1 else ''}"]
-    if n_videos:
-        parts.append(f"{n_videos} video{'s' if n_videos != 1 else ''} ({n_frames} frames)")
-    summary_line = (
-        f"damofd detect: {', '.join(parts)}, {n_faces} face{'s' if n_faces != 1 else ''}, "
-        f"{n_failed} failed, {dt:.1f} s"
-    )
-    summary_line += f"; model {det.model_label}"
-    if n_skipped:
-        summary_line += f"; {n_skipped} skipped (done earlier)"
-    if jsonl is not None:
-        summary_line += f"; results in {jsonl}"
-    sys.stderr.write(summary_line + "\n")
-    return 1 if n_failed else 0
+    line = _summary(n, items, time.perf_counter() - t0, det.model_label, n_skipped, jsonl)
+    sys.stderr.write(line + "\n")
+    return 1 if n.failed else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -83,13 +83,16 @@ def _table(rows: list[dict[str, Any]], count: bool) -> str:
         "AP: WIDER FACE val (%), VGA protocol, as published; GFLOPs/params as published "
         "(DamoFD counts GroupNorm, SCRFD does not)."
     )
+    from damofd.models.bundled import DEFAULT_MODEL
+
     bundled = [r for r in rows if r.get("bundled")]
     for r in bundled:
         a = r["bundled"]["ap"]
+        default = " The default model of every command." if r["name"] == DEFAULT_MODEL else ""
         lines.append(
             f"BUNDLED: {r['name']} ships with damofd (trained by damofd on the WIDER train "
             f"subset; val subset AP {a['easy']:.3f}/{a['medium']:.3f}/{a['hard']:.3f}); "
-            f"`damofd zoo {r['name']}` for details. The default model of every command."
+            f"`damofd zoo {r['name']}` for details.{default}"
         )
     return "\n".join(lines)
 
