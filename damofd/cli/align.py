@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--margin", type=float, default=0.0, help="extra context, fraction of the crop (0)"
     )
-    parser.add_argument("--model", help="model (default: the bundled damofd-0.5g-kps)")
+    parser.add_argument("--model", help="model (default: the bundled default model)")
     parser.add_argument("--onnx", metavar="FILE", help="an ONNX detector file")
     parser.add_argument(
         "--score-thr", type=score_threshold, default=0.5, help="score threshold (0.5)"

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--keep-frames", type=non_negative_int, default=5,
         help="video: keep a lost face hidden this many frames (5)",
     )  # fmt: skip
-    parser.add_argument("--model", help="model (default: the bundled damofd-0.5g-kps)")
+    parser.add_argument("--model", help="model (default: the bundled default model)")
     parser.add_argument("--onnx", metavar="FILE", help="an ONNX detector file")
 
 

@@ -2,7 +2,7 @@
 
 Examples::
 
-    damofd detect photo.jpg                       # the bundled damofd-0.5g-kps, onnxruntime
+    damofd detect photo.jpg                       # the bundled default model, onnxruntime
     damofd detect photo.jpg --onnx det_500m.onnx
     damofd detect photos/ --onnx det_500m.onnx --json > faces.jsonl
     damofd detect photos/ clip.mp4 --model damofd-0.5g-kps --weights e640.pth --save-vis
@@ -15,11 +15,11 @@ object per image (or video frame) on stdout: ``{"path", "image_size", "scores", 
 "keypoints"}`` (+ ``"frame"`` for videos, ``"error"`` for failures); boxes are
 ``[x1, y1, x2, y2]`` in original pixels.
 
-Without a model option the bundled default detector (``damofd-0.5g-kps``, trained by damofd and
-shipped in the package) runs on onnxruntime, offline; ``--model NAME`` of another model with
-bundled weights (``damofd zoo`` marks them) does the same. ``--onnx FILE`` runs onnxruntime;
-``--model``/``--weights`` run PyTorch (``--backend onnx`` exports the model to a temporary ONNX
-file first, like ``damofd eval``).
+Without a model option the bundled default detector (``damofd.models.bundled.DEFAULT_MODEL``,
+trained by damofd and shipped in the package) runs on onnxruntime, offline; ``--model NAME``
+of another model with bundled weights (``damofd zoo`` marks them) does the same. ``--onnx
+FILE`` runs onnxruntime; ``--model``/``--weights`` run PyTorch (``--backend onnx`` exports the
+model to a temporary ONNX file first, like ``damofd eval``).
 
 INPUTs may also be glob patterns, text files listing paths or URIs (``.txt``/``.lst``) and
 Parquet/CSV tables with a path column (``--path-column``). ``--engine ray`` runs the images on
@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="image files, folders (recursive), video files, http(s) URLs, a camera index, glob "
         "patterns, .txt lists of paths/URIs or .parquet/.csv tables with a path column",
     )
-    src = parser.add_argument_group("model (one of; default: the bundled damofd-0.5g-kps)")
+    src = parser.add_argument_group("model (one of; default: the bundled default model)")
     src.add_argument(
         "--model",
         help="zoo name (bundled weights, or with --weights), ModelScope id or folder, or a "

@@ -2,7 +2,7 @@
 
 Examples::
 
-    damofd eval --wider-root WIDER_val --subset      # the bundled damofd-0.5g-kps (onnxruntime)
+    damofd eval --wider-root WIDER_val --subset      # the bundled default model (onnxruntime)
     damofd eval det_500m.onnx --wider-root WIDER_val --gt ground_truth --protocol insightface
     damofd eval damofd-0.5g-kps --weights epoch_640.pth --wider-root WIDER_val --json
     damofd eval work_dirs/run1/latest.pth --wider-root WIDER_val --backend onnx --batch-size 16
@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MODEL_OR_ONNX",
         help="ONNX file (official SCRFD/insightface or `damofd export`), .pth checkpoint, zoo "
         "name (bundled weights, or with --weights), ModelScope id or folder (default: the "
-        "bundled damofd-0.5g-kps)",
+        "bundled default model)",
     )
     parser.add_argument(
         "--wider-root",

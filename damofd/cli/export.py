@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         metavar="MODEL",
         help="zoo name (bundled weights, or with --weights), damofd .pth checkpoint, ONNX file "
-        "(re-export) or ModelScope folder (default: the bundled damofd-0.5g-kps)",
+        "(re-export) or ModelScope folder (default: the bundled default model)",
     )
     parser.add_argument(
         "--weights", metavar="FILE", help=".pth checkpoint or ONNX file for a zoo name"

@@ -2,7 +2,7 @@
 
 Examples::
 
-    damofd serve                                   # the bundled damofd-0.5g-kps on 127.0.0.1:8000
+    damofd serve                                   # the bundled default model on 127.0.0.1:8000
     damofd serve --onnx det_500m.onnx --port 9000 --max-batch-size 16 --batch-timeout-ms 5
     damofd serve damofd-0.5g-kps --host 0.0.0.0 --allow-urls --max-body-mb 10
 
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "model",
         nargs="?",
         help="zoo name (bundled weights), .pth checkpoint, ONNX file or ModelScope folder "
-        "(default: the bundled damofd-0.5g-kps)",
+        "(default: the bundled default model)",
     )
     parser.add_argument("--onnx", metavar="FILE", help="ONNX file (same as giving it as MODEL)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")

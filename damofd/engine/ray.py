@@ -118,7 +118,7 @@ class DetectorConfig:
     (:func:`damofd.engine.build.build_detector`), so an actor's detector is the one the
     single-process command builds.
 
-    ``model=None`` (and no ``onnx``/``weights``) is the bundled ``damofd-0.5g-kps`` on
+    ``model=None`` (and no ``onnx``/``weights``) is the bundled default model on
     onnxruntime. ``threads=None`` lets :func:`detect_dataset` give each actor
     ``max(1, cpus_per_actor)`` onnxruntime threads. ``max_pixels=None`` keeps the default
     decompression-bomb limit.
@@ -326,7 +326,7 @@ def detect_dataset(
             (what ``ray.data.read_binary_files(..., include_paths=True)`` gives). Other columns
             are kept (the bytes are dropped).
         model: as ``damofd detect --model``: a zoo name, ``.onnx``/``.pth`` file or ModelScope
-            id; ``None``: the bundled ``damofd-0.5g-kps`` on onnxruntime. Files must be readable
+            id; ``None``: the bundled default model on onnxruntime. Files must be readable
             where the actors run.
         config: a full :class:`DetectorConfig` instead of ``model`` and the detector keywords.
         weights, backend, device, score_thr, nms_thr, max_faces, protocol, batch_size, threads,

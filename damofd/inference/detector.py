@@ -1,6 +1,6 @@
 """The public inference API: :class:`FaceDetector`.
 
->>> det = FaceDetector()             # the bundled default, damofd-0.5g-kps, ONNX Runtime, offline
+>>> det = FaceDetector()             # the bundled default model, ONNX Runtime, offline
 >>> det = FaceDetector.from_onnx("det_500m.onnx")                    # doctest: +SKIP
 >>> faces = det.detect("group.jpg")                                   # doctest: +SKIP
 >>> faces[0].box, faces[0].score, faces[0].keypoints                 # doctest: +SKIP

@@ -8,7 +8,7 @@ Code written for the seed's example ports by changing the imports::
     face_detection = pipeline(Tasks.face_detection, model=model_id)
     result = face_detection("face_detection2.jpeg")   # {"scores", "boxes", "keypoints"}
 
-Without ``model`` the bundled default detector (``damofd-0.5g-kps``, trained by damofd) is
+Without ``model`` the bundled default detector (``DEFAULT_MODEL``, trained by damofd) is
 used, offline. ``model`` may be a ModelScope id (mapped to the zoo name; the weights come from
 the ModelScope loader of :mod:`damofd.models`), a downloaded ModelScope folder, a zoo name
 (bundled weights, or pass ``weights=``), a ``.pth`` checkpoint or an ONNX file. Like
@@ -64,7 +64,7 @@ def pipeline(
     Args:
         task: must be ``"face-detection"`` (``Tasks.face_detection``).
         model: ModelScope id or folder, zoo name, ``.pth`` or ``.onnx`` path, or a ready
-            :class:`FaceDetector`; ``None`` (default): the bundled ``damofd-0.5g-kps`` weights,
+            :class:`FaceDetector`; ``None`` (default): the bundled default model,
             offline.
         score_thr: score threshold (ModelScope's default 0.3).
         **kwargs: passed to :meth:`FaceDetector.from_pretrained` (``weights=``, ``device=``,
