@@ -19,19 +19,22 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from damofd.device import check_device
 from damofd.errors import ConfigError, DamoFDError, InputError
-from damofd.models.sources import ModelSource, resolve_modelscope_id
 
 from .backends import Backend, OnnxBackend, TorchBackend
 from .image_io import DEFAULT_MAX_PIXELS, ImageInput, describe_input, load_image
 from .postprocess import MAX_FACES_METRICS, decode_outputs
 from .preprocess import Protocol, ResizePlan, fill_canvas, get_protocol
 from .results import Face, ImageResult
+
+if TYPE_CHECKING:
+    from damofd.models.sources import ModelSource
+
 from .settings import (
     DEFAULT_SCORE_THR,
     check_nms_thr,
@@ -49,6 +52,13 @@ __all__ = [
     "modelscope_model_ids",
     "resolve_modelscope_id",
 ]
+
+
+def resolve_modelscope_id(model_id: str) -> str | None:
+    """Zoo name of an official ModelScope id (case-insensitive), or ``None``."""
+    from damofd.models.sources import resolve_modelscope_id as resolve
+
+    return resolve(model_id)
 
 
 def _is_single(inputs: Any) -> bool:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from damofd.device import check_device
 from damofd.errors import ConfigError
-from damofd.models.sources import ModelSource
+
+if TYPE_CHECKING:
+    from damofd.models.sources import ModelSource
 
 __all__ = [
     "DEFAULT_SCORE_THR",
