@@ -227,19 +227,24 @@ def test_graceful_shutdown_finishes_in_flight_requests() -> None:
 
     tmp = Path(__import__("tempfile").mkdtemp())
     onnx = make_scrfd_like_onnx(tmp / "m.onnx", strides=(8, 16, 32), num_anchors=2, batched=True)
-    det = _SlowDetector(FaceDetector.from_onnx(onnx, workers=0, threads=1), delay=0.5)
+    det = _SlowDetector(FaceDetector.from_onnx(onnx, workers=0, threads=1), delay=1.0)
     app = create_app(det, ServeConfig(max_batch_size=2, batch_timeout_ms=1))
     with running_server(app) as (base, srv):
-        _graceful_check(base, srv)
+        _graceful_check(base, srv, det)
 
 
-def _graceful_check(base: str, srv) -> None:
+def _graceful_check(base: str, srv, det: _SlowDetector) -> None:
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         futures = [
             pool.submit(lambda: _post(f"{base}/v1/detect", content=JPEG, timeout=60))
             for _ in range(6)
         ]
-        time.sleep(0.3)  # all six are in flight: three model calls of 0.5 s queued
+        # all six in flight: the first model call (1 s) has started and the other requests,
+        # queued behind it, have had time to connect even on a loaded machine
+        deadline = time.monotonic() + 30
+        while det.calls == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.6)
         srv.should_exit = True  # what SIGTERM/SIGINT do
         codes = [f.result().status_code for f in futures]
     assert codes == [200] * 6
