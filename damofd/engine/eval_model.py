@@ -122,10 +122,11 @@ def build_eval_model(
         src = resolve_source(spec, weights)
         # a zoo name with weights names a PyTorch architecture: built there (then exported by
         # to_onnx_model for backend="onnx"), as the run's manifest records it
-        use = choose_backend(src, backend, device=device, fp16=fp16, providers=_providers(device))
+        providers = _providers(device)
+        use = choose_backend(src, backend, device=device, fp16=fp16, providers=providers)
         if use == "onnx" and weights is None:
             det = FaceDetector.from_pretrained(
-                src, backend="onnx", threads=threads, providers=_providers(device), **common
+                src, backend="onnx", threads=threads, providers=providers, **common
             )
             kind = "onnx"
         else:
