@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from damofd.constants import BACKBONE_INIT_SCHEMES as INIT_SCHEMES
 from damofd.testing import assets_dir
 
 NAME = "damofd-0.5g-kps"
@@ -105,11 +106,13 @@ def _damofd(argv: list[str]) -> int:
     return int(main(argv) or 0)
 
 
-def _dirs(model: str, epochs: int = PATCH_EPOCHS) -> tuple[Path, Path]:
-    """Work dirs of the patch and fine-tune stages for ``model`` (``epochs`` of patches)."""
-    if model == NAME and epochs == PATCH_EPOCHS:
+def _dirs(model: str, epochs: int = PATCH_EPOCHS, init: str = "official") -> tuple[Path, Path]:
+    """Work dirs of the patch and fine-tune stages for ``model`` (``epochs`` of patches, backbone
+    conv ``init``)."""
+    if model == NAME and epochs == PATCH_EPOCHS and init == "official":
         return PATCH_DIR, FINETUNE_DIR
     tag = "" if epochs == PATCH_EPOCHS else f"-e{epochs}"
+    tag += "" if init == "official" else f"-{init}"
     return RUNS / f"arm-{model}{tag}", RUNS / f"arm-{model}{tag}-640"
 
 
@@ -142,9 +145,9 @@ def _resume_flag(work_dir: Path) -> list[str]:
 
 def stage_patch(args: argparse.Namespace) -> int:
     a = _assets()
-    patch_dir, _ = _dirs(args.model, args.epochs)
+    patch_dir, _ = _dirs(args.model, args.epochs, args.init)
     limit = ["--time-limit", str(args.minutes)] if args.minutes else []
-    pin = ["--set", f"data.crop_choice={CROP_320}"]
+    pin = ["--set", f"data.crop_choice={CROP_320}", "--set", f"backbone_init={args.init}"]
     epochs = ["--epochs", str(args.epochs)]
     argv = _train_common(a, patch_dir, args.model) + PATCH_ARGS + epochs + pin
     return _damofd(argv + _resume_flag(patch_dir) + limit)
@@ -163,7 +166,7 @@ def _fine_tune(
 
 
 def stage_finetune(args: argparse.Namespace) -> int:
-    patch_dir, finetune_dir = _dirs(args.model, args.epochs)
+    patch_dir, finetune_dir = _dirs(args.model, args.epochs, args.init)
     run_args = FINETUNE_ARGS
     if args.fine_epochs is not None:  # a shorter fine-tune, validated once at its end
         run_args = _fine_args(warmup=50, epochs=args.fine_epochs)
@@ -246,7 +249,7 @@ def stage_bundle(args: argparse.Namespace) -> int:
 
     a = _assets()
     name, epochs = args.model, args.epochs
-    patch_dir, finetune_dir = _dirs(name, epochs)
+    patch_dir, finetune_dir = _dirs(name, epochs, args.init)
     ckpt = Path(args.checkpoint) if args.checkpoint else finetune_dir / "latest.pth"
     meta = torch.load(ckpt, map_location="cpu", weights_only=False)["meta"]
     model = load_model(ckpt)
@@ -386,7 +389,7 @@ def stage_card(args: argparse.Namespace) -> int:
     the curve figure; the prose around them is written by hand."""
     index = json.loads((WEIGHTS / "bundled.json").read_text())[args.model]
     docs = Path(__file__).resolve().parents[1] / "docs"
-    patch_dir, finetune_dir = _dirs(args.model, args.epochs)
+    patch_dir, finetune_dir = _dirs(args.model, args.epochs, args.init)
     wide_dir = WIDE_DIR if (args.model, args.epochs) == (NAME, PATCH_EPOCHS) else Path("-")
     png = docs / ("model_card_curve.png" if args.model == NAME else f"curve_{args.model}.png")
     if _curve_png(png, (patch_dir, finetune_dir, wide_dir)):
@@ -457,7 +460,7 @@ def stage_compare(args: argparse.Namespace) -> int:
 
     a = _assets()
     default = json.loads((WEIGHTS / "bundled.json").read_text())[NAME]
-    patch_dir, finetune_dir = _dirs(args.model, args.epochs)
+    patch_dir, finetune_dir = _dirs(args.model, args.epochs, args.init)
     arm_curve = {"patch": _val_curve(patch_dir), "finetune": _val_curve(finetune_dir)}
     found = [d / "latest.pth" for d in (finetune_dir, patch_dir) if (d / "latest.pth").is_file()]
     ckpt = found[0] if found else None
@@ -556,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
     cmp_ = sub.add_parser("compare", help="DamoFD (the default's run) vs another arm, same recipe")
     cmp_.add_argument("--model", default="scrfd-500m-kps", help="the other arm (scrfd-500m-kps)")
     cmp_.add_argument("--epochs", type=int, default=PATCH_EPOCHS, help="patch epochs of the arm")
+    init_help = "backbone conv init of the run: official (xavier gain 3.26) or kaiming"
+    for p in (sub.choices["patch"], sub.choices["finetune"], b, c, cmp_):
+        p.add_argument("--init", choices=INIT_SCHEMES, default="official", help=init_help)
     args = ap.parse_args(argv)
     return {
         "data": stage_data,

@@ -195,12 +195,23 @@ def build_loader(
 def build_model(cfg: TrainConfig) -> nn.Module:
     """The detector of ``cfg`` (explicit ``detector`` dict, a ``structure`` with ``model`` as
     its neck/head template, or the zoo ``model``), initialised from ``torch.manual_seed(seed)``
-    so every rank builds identical weights."""
+    so every rank builds identical weights; ``backbone_init`` re-draws a MasterNet's convs."""
+    torch.manual_seed(cfg.seed)
+    model = _build_model(cfg)
+    if cfg.backbone_init != "official":
+        from damofd.models.backbones.masternet import MasterNet
+
+        backbone = model.backbone
+        if isinstance(backbone, MasterNet):  # SCRFD's backbones already use Kaiming
+            backbone.init_weights(scheme=cfg.backbone_init)
+    return model
+
+
+def _build_model(cfg: TrainConfig) -> nn.Module:
     from damofd.models.configs import DetectorConfig
     from damofd.models.detector import SCRFD
     from damofd.models.factory import create_model
 
-    torch.manual_seed(cfg.seed)
     if cfg.detector is not None:
         det = DetectorConfig.from_dict(cfg.detector)
         name = None

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from damofd import typed_config
+from damofd.constants import BACKBONE_INIT_SCHEMES as INIT_SCHEMES
 from damofd.constants import WIDER_SCORE_THR
 from damofd.errors import ConfigError
 from damofd.typed_config import parse_override
@@ -245,6 +246,9 @@ class TrainConfig:
         sync_bn: convert BatchNorm to SyncBatchNorm under DDP (CUDA).
         max_iters: stop after this many iterations in total (0 = no limit), saving latest.pth.
         time_limit: stop (saving latest.pth) after this many seconds of this session (0 = none).
+        backbone_init: conv init of a from-scratch DamoFD backbone: ``official`` (the reference
+            xavier gain 3.26) or ``kaiming`` (fan_out, the scale of SCRFD's backbones, which
+            already use it); see :meth:`MasterNet.init_weights`.
     """
 
     model: str = "damofd-0.5g"
@@ -269,6 +273,7 @@ class TrainConfig:
     sync_bn: bool = False
     max_iters: int = 0
     time_limit: float = 0.0
+    backbone_init: str = "official"
 
     # -- derived values --------------------------------------------------------------------
     def effective_steps(self) -> tuple[int, ...]:
@@ -362,6 +367,11 @@ class TrainConfig:
         _require(c.cpu_threads >= 0, "cpu_threads", "must be >= 0")
         _require(c.max_iters >= 0, "max_iters", "must be >= 0")
         _require(c.time_limit >= 0, "time_limit", "must be >= 0")
+        _require(
+            c.backbone_init in INIT_SCHEMES,
+            "backbone_init",
+            f"must be one of {', '.join(INIT_SCHEMES)}, got {c.backbone_init!r}",
+        )
         dev = c.device
         _require(
             dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"),

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from damofd.constants import BACKBONE_INIT_SCHEMES
 from damofd.errors import InputError
 from damofd.models.fuse import fold_bn_into_conv
 from damofd.search.structure import Block, BlockKind, Structure, smart_round
@@ -55,6 +56,7 @@ __all__ = [
     "ConvKX",
     "FCLinear",
     "INIT_GAIN",
+    "INIT_SCHEMES",
     "MasterNet",
     "MasterReLU",
     "ResUnit",
@@ -64,6 +66,7 @@ __all__ = [
 
 INIT_GAIN = 3.26033
 """Gain of the official ``xavier_normal_`` conv init (reference ``init_weights``)."""
+INIT_SCHEMES = BACKBONE_INIT_SCHEMES
 
 BN_EPS = 1e-3
 """MasterNet sets every BatchNorm2d eps to 1e-3 after construction (spec §2.2, trap §10.12)."""
@@ -434,17 +437,30 @@ class MasterNet(nn.Module):
 
     # -- init ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def init_weights(self, generator: torch.Generator | None = None) -> None:
-        """Official from-scratch init (``mmdet/models/backbones/masternet.py``).
+    def init_weights(
+        self, generator: torch.Generator | None = None, *, scheme: str = "official"
+    ) -> None:
+        """From-scratch init; ``scheme`` picks the conv weights.
 
-        Conv: ``xavier_normal_(gain=3.26033)``, conv bias 0; BN: γ = 1, β = 0; Linear:
+        ``official`` (``mmdet/models/backbones/masternet.py``): conv
+        ``xavier_normal_(gain=3.26033)``. ``kaiming``: conv ``kaiming_normal_`` (fan_out, ReLU),
+        the scale of SCRFD's backbones: the official gain starts DamoFD's convs at a median 2.5×
+        that scale, which under BatchNorm divides the effective learning rate (lr/‖w‖²) of a
+        short schedule by about 6. Both: conv bias 0; BN γ = 1, β = 0; Linear
         N(0, 3.26033·√(2/(fan_in+fan_out))), bias 0; then the **last BN γ of every residual
         unit is set to 0** (so each unit starts as its shortcut). ``generator`` (optional, for
         reproducible draws) must live on the parameters' device.
         """
+        if scheme not in INIT_SCHEMES:
+            raise InputError(f"init scheme must be one of {INIT_SCHEMES}, got {scheme!r}")
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.xavier_normal_(m.weight, gain=INIT_GAIN, generator=generator)
+                if scheme == "kaiming":
+                    nn.init.kaiming_normal_(
+                        m.weight, mode="fan_out", nonlinearity="relu", generator=generator
+                    )
+                else:
+                    nn.init.xavier_normal_(m.weight, gain=INIT_GAIN, generator=generator)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm):
