@@ -284,6 +284,30 @@ def test_init_weights_seeded_reproducible() -> None:
         assert ka == kb and torch.equal(va, vb)
 
 
+def test_init_weights_kaiming_scheme() -> None:
+    """``scheme="kaiming"``: convs at Kaiming fan_out scale (the official gain starts them ~2.5x
+    larger), residual units still start as their shortcut; an unknown scheme names the choices."""
+    net = MasterNet(RELEASED["0.5G"])
+    net.init_weights(torch.Generator().manual_seed(0), scheme="kaiming")
+    conv = max(
+        (m for m in net.modules() if isinstance(m, nn.Conv2d)), key=lambda c: c.weight.numel()
+    )
+    w = conv.weight
+    fan_out = w.shape[0] * w.shape[2] * w.shape[3]
+    assert abs(w.std().item() / math.sqrt(2.0 / fan_out) - 1) < 0.05
+    assert all(torch.all(u.last_bn().weight == 0) for u in net.res_units())
+    official = MasterNet(RELEASED["0.5G"])
+    official.init_weights(torch.Generator().manual_seed(0))
+    ratio = [
+        a.weight.std().item() / b.weight.std().item()
+        for a, b in zip(official.modules(), net.modules(), strict=True)
+        if isinstance(a, nn.Conv2d) and a.weight.numel() > 64
+    ]
+    assert sorted(ratio)[len(ratio) // 2] > 2.0
+    with pytest.raises(InputError, match="official"):
+        net.init_weights(scheme="he")
+
+
 # -- forward rule / errors ------------------------------------------------------------------------
 def _reference_stage_rule(net: MasterNet, x: torch.Tensor) -> list[torch.Tensor]:
     """The reference loop: append when round(H_in / H_out) hits the target (4, 8, ...)."""

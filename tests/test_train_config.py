@@ -131,6 +131,7 @@ def test_overrides_convert_types() -> None:
         ("data.img_size=100", r"'data.img_size': must be a positive multiple of 32"),
         ("lr_config.step=9,3", r"'lr_config.step': must be non-negative and increasing"),
         ("noequals", r"expects key=value"),
+        ("backbone_init=he", r"'backbone_init': must be one of official, kaiming, got 'he'"),
     ],
 )
 def test_override_errors_name_the_key(override: str, message: str) -> None:
@@ -336,3 +337,29 @@ def test_structure_string_uses_the_nearest_recipe(
     assert cfg.data.workers_per_gpu == 4 and cfg.data.bbox_clip_border is False
     model = build_model(cfg)
     assert model.config.backbone.structure == s and model.config.head.feat_channels == 64
+
+
+def test_backbone_init_redraws_masternet_convs_only() -> None:
+    """``backbone_init=kaiming`` shrinks a DamoFD backbone's convs to Kaiming scale (same seed →
+    same weights); the neck and head, and SCRFD's backbones, are untouched."""
+    import torch
+
+    from damofd.training.builders import build_model
+
+    def convs(cfg_overrides: list[str], model: str) -> tuple[dict, dict]:
+        m = build_model(apply_overrides(recipe(model), cfg_overrides))
+        sd = {k: v for k, v in m.state_dict().items() if v.dim() == 4}
+        back = {k: v for k, v in sd.items() if k.startswith("backbone.")}
+        return back, {k: v for k, v in sd.items() if k not in back}
+
+    off_b, off_rest = convs([], "damofd-0.5g")
+    kai_b, kai_rest = convs(["backbone_init=kaiming"], "damofd-0.5g")
+    again_b, _ = convs(["backbone_init=kaiming"], "damofd-0.5g")
+    assert all(torch.equal(kai_b[k], again_b[k]) for k in kai_b)
+    assert all(torch.equal(off_rest[k], kai_rest[k]) for k in off_rest)
+    big = [k for k, v in off_b.items() if v.numel() > 64]
+    ratio = sorted(off_b[k].std().item() / kai_b[k].std().item() for k in big)
+    assert ratio[len(ratio) // 2] > 2.0
+    s_off, _ = convs([], "scrfd-500m")
+    s_kai, _ = convs(["backbone_init=kaiming"], "scrfd-500m")
+    assert all(torch.equal(s_off[k], s_kai[k]) for k in s_off)
