@@ -12,7 +12,7 @@ from damofd.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["check_device", "onnx_providers", "resolve_device_name"]
+__all__ = ["check_device", "onnx_has_cuda", "onnx_providers", "resolve_device_name"]
 
 
 def resolve_device_name(device: Any) -> Any:
@@ -25,15 +25,20 @@ def resolve_device_name(device: Any) -> Any:
     return device
 
 
+def onnx_has_cuda() -> bool:
+    """Whether this onnxruntime offers the CUDA execution provider (onnxruntime-gpu)."""
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 def onnx_providers(device: str) -> list[str]:
     """onnxruntime execution providers for a ``--device`` value: the CUDA provider (with the
     CPU one as fallback) for ``auto``/``cuda``/``cuda:N`` when onnxruntime-gpu offers it, else
     the CPU provider. ``cuda`` without the CUDA provider is a :class:`ConfigError`."""
-    import onnxruntime as ort
-
     if device == "cpu":
         return ["CPUExecutionProvider"]
-    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    has_cuda = onnx_has_cuda()
     if device == "auto":
         return (
             ["CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -180,7 +180,33 @@ def _check_resume_compatible(saved, args: argparse.Namespace, o: dict[str, Any])
         )
 
 
-def run(args: argparse.Namespace) -> int:
+def _resume_search(args: argparse.Namespace, o: dict[str, Any], out: Path):  # -> EvolutionSearch
+    """The search saved in ``out``, after checking that ``args`` agree with its config."""
+    from damofd.io import ensure_writable_dir
+    from damofd.search.evolution import STATE_FILE, EvolutionSearch, SearchConfig
+
+    state_path = out / STATE_FILE
+    try:
+        saved = SearchConfig.from_dict(json.loads(state_path.read_text())["config"])
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"cannot read search state {str(state_path)!r}: {e}") from None
+    _check_resume_compatible(saved, args, o)
+    ensure_writable_dir(out, "--out")
+    search = EvolutionSearch.resume(
+        out,
+        iterations=o.get("iterations"),
+        checkpoint_every=args.checkpoint_every,
+        progress=not args.no_progress,
+    )
+    sys.stderr.write(
+        f"damofd search: resuming {str(out)!r} at iteration {search.iteration}"
+        f"/{search.config.iterations}\n"
+    )
+    return search
+
+
+def _new_search(args: argparse.Namespace, o: dict[str, Any], out: Path):  # -> EvolutionSearch
+    """A fresh search into ``out`` (whose old search files ``--force`` deletes)."""
     from damofd.io import ensure_writable_dir
     from damofd.search.evolution import (
         BEST_FILE,
@@ -189,61 +215,35 @@ def run(args: argparse.Namespace) -> int:
         SEEN_FILE,
         STATE_FILE,
         EvolutionSearch,
-        SearchConfig,
     )
 
-    if args.checkpoint_every < 1:
-        raise InputError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
-    if args.resume and args.force:
-        raise ConfigError("--resume and --force contradict each other")
-    if args.device is not None:
-        from damofd.device import check_device
+    # validate the options and the initial structure before touching --out
+    search = EvolutionSearch(
+        _build_config(args, o),
+        out,
+        checkpoint_every=args.checkpoint_every,
+        progress=not args.no_progress,
+    )
+    if (out / STATE_FILE).exists():
+        if not args.force:
+            raise ConfigError(
+                f"{str(out)!r} already holds a search ({STATE_FILE}); pass --resume to "
+                "continue it, --force to start over, or choose another --out"
+            )
+        for name in (STATE_FILE, SEEN_FILE, REPORT_FILE, BEST_FILE, LOG_FILE):
+            (out / name).unlink(missing_ok=True)
+    elif args.resume:
+        sys.stderr.write(f"damofd search: nothing to resume in {str(out)!r}; starting\n")
+    ensure_writable_dir(out, "--out")
+    return search
 
-        check_device(args.device)  # before any work, as `damofd score` (not -9999 scores)
-    o = _overrides(args)
-    out = Path(args.out)
-    state_path = out / STATE_FILE
-    progress = not args.no_progress
-    if args.resume and state_path.exists():
-        try:
-            saved = SearchConfig.from_dict(json.loads(state_path.read_text())["config"])
-        except (OSError, ValueError, KeyError) as e:
-            raise InputError(f"cannot read search state {str(state_path)!r}: {e}") from None
-        _check_resume_compatible(saved, args, o)
-        ensure_writable_dir(out, "--out")
-        search = EvolutionSearch.resume(
-            out,
-            iterations=o.get("iterations"),
-            checkpoint_every=args.checkpoint_every,
-            progress=progress,
-        )
-        sys.stderr.write(
-            f"damofd search: resuming {str(out)!r} at iteration {search.iteration}"
-            f"/{search.config.iterations}\n"
-        )
-    else:
-        # validate the options and the initial structure before touching --out
-        search = EvolutionSearch(
-            _build_config(args, o), out, checkpoint_every=args.checkpoint_every, progress=progress
-        )
-        if state_path.exists():
-            if not args.force:
-                raise ConfigError(
-                    f"{str(out)!r} already holds a search ({STATE_FILE}); pass --resume to "
-                    "continue it, --force to start over, or choose another --out"
-                )
-            for name in (STATE_FILE, SEEN_FILE, REPORT_FILE, BEST_FILE, LOG_FILE):
-                (out / name).unlink(missing_ok=True)
-        elif args.resume:
-            sys.stderr.write(f"damofd search: nothing to resume in {str(out)!r}; starting\n")
-        ensure_writable_dir(out, "--out")
-    from damofd.io import remove_stale_tmp
 
-    remove_stale_tmp(out)  # temporary files of a killed run (one search per folder)
-    result = search.run()
-    report = result.to_dict()
-    if args.json:
-        print(json.dumps(report))
+def _print_result(result, out: Path, as_json: bool) -> int:  # result: SearchResult
+    """Print the search result (one JSON object with ``as_json``); 1 if nothing was found."""
+    from damofd.search.evolution import BEST_FILE, REPORT_FILE
+
+    if as_json:
+        print(json.dumps(result.to_dict()))
         return 0
     best = result.best
     if best is None:
@@ -264,3 +264,25 @@ def run(args: argparse.Namespace) -> int:
         f"{result.wall_time_s:.1f} s; wrote {out / BEST_FILE} and {out / REPORT_FILE}"
     )
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from damofd.io import remove_stale_tmp
+    from damofd.search.evolution import STATE_FILE
+
+    if args.checkpoint_every < 1:
+        raise InputError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
+    if args.resume and args.force:
+        raise ConfigError("--resume and --force contradict each other")
+    if args.device is not None:
+        from damofd.device import check_device
+
+        check_device(args.device)  # before any work, as `damofd score` (not -9999 scores)
+    o = _overrides(args)
+    out = Path(args.out)
+    if args.resume and (out / STATE_FILE).exists():
+        search = _resume_search(args, o, out)
+    else:
+        search = _new_search(args, o, out)
+    remove_stale_tmp(out)  # temporary files of a killed run (one search per folder)
+    return _print_result(search.run(), out, args.json)

@@ -204,6 +204,24 @@ def _is_float(x: str) -> bool:
     return True
 
 
+def _start_image(
+    text: str, lineno: int, seen: dict[str, int], issues: list[LabelIssue], source: str
+) -> _Builder | None:
+    """The image a header line (``text``, without ``#``) opens, or ``None`` when the header is
+    invalid or names an image seen before (the issue is appended to ``issues``)."""
+    header = _parse_header(text)
+    if isinstance(header, str):
+        issues.append(LabelIssue(source, lineno, header))
+        return None
+    name, w, h = header
+    if name in seen:
+        msg = f"duplicate image {name!r} (first header at line {seen[name]})"
+        issues.append(LabelIssue(source, lineno, msg))
+        return None
+    seen[name] = lineno
+    return _Builder(name, w, h, lineno)
+
+
 def parse_labelv2_text(
     text: str | Iterable[str],
     *,
@@ -235,17 +253,7 @@ def parse_labelv2_text(
             any_header = True
             if cur is not None:
                 images.append(cur.build())
-                cur = None
-            header = _parse_header(line[1:])
-            if isinstance(header, str):
-                error(lineno, header)
-                continue
-            name, w, h = header
-            if name in seen:
-                error(lineno, f"duplicate image {name!r} (first header at line {seen[name]})")
-                continue
-            seen[name] = lineno
-            cur = _Builder(name, w, h, lineno)
+            cur = _start_image(line[1:], lineno, seen, issues, source)
             continue
         if cur is None:
             # lines after a bad header belong to it (already reported); before the first header

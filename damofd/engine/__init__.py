@@ -7,6 +7,7 @@
   :func:`~damofd.engine.ray.detect_dataset` (Ray Data).
 * :mod:`damofd.engine.ray_cli` — ``damofd detect --engine ray`` (start Ray, resume, write).
 * :mod:`damofd.engine.build` — the detector a set of ``damofd detect`` options describes.
+* :mod:`damofd.engine.wider_predictions` — the prediction files of a ``damofd eval`` run.
 * :mod:`damofd.engine.eval_model` — the detector, label and identity of a ``damofd eval`` run.
 * :mod:`damofd.engine.inputs` — input expansion, detection records, output names.
 

@@ -16,15 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from damofd.device import onnx_has_cuda
 from damofd.errors import ConfigError, InputError
 
 __all__ = ["build_detector", "refuse_torch_flags"]
-
-
-def _ort_has_cuda() -> bool:
-    import onnxruntime as ort
-
-    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 def refuse_torch_flags(args: Any) -> None:
@@ -32,7 +27,7 @@ def refuse_torch_flags(args: Any) -> None:
     serve (no CUDA provider), is given for a model that runs on onnxruntime."""
     flags = []
     if args.device not in ("cpu", "auto") and not (
-        str(args.device).startswith("cuda") and _ort_has_cuda()
+        str(args.device).startswith("cuda") and onnx_has_cuda()
     ):
         flags.append(f"--device {args.device}")
     if args.fp16:

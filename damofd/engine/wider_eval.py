@@ -34,18 +34,18 @@ made with (model and its sha256, backend, protocol, thresholds); a later run wit
 settings refuses to mix its detections with them unless ``fresh=True``. The evaluation reads
 the values as written (the same rounding the files carry) and the summary goes to
 ``<work_dir>/results.json``.
+
+The prediction files themselves (format, reading back, detecting into them) are
+:mod:`damofd.engine.wider_predictions`; their public names are re-exported here.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,9 +60,15 @@ from damofd.engine.eval_model import (
     remove_empty_dirs,
     to_onnx_model,
 )
+from damofd.engine.wider_predictions import (
+    _detect,
+    _read_predictions,
+    _remove_stale_temporaries,
+    format_prediction_txt,
+    parse_prediction_txt,
+)
 from damofd.errors import ConfigError, DamoFDError, InputError
 from damofd.evaluation.ground_truth import GT_FILES, WiderGroundTruth, load_wider_gt
-from damofd.evaluation.predictions import image_name
 from damofd.evaluation.wider_images import WiderImage
 from damofd.evaluation.wider_images import list_wider_images as _list_wider_images
 from damofd.evaluation.widerface import WiderResult, evaluate_wider
@@ -152,83 +158,6 @@ def default_work_dir(model_label: str, protocol: str) -> Path:
     """``./runs/eval/<model>-<protocol>`` (characters unsafe in a folder name replaced)."""
     safe = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in f"{model_label}-{protocol}")
     return Path("runs") / "eval" / safe
-
-
-# ----------------------------------------------------------------------------------------------
-# prediction files
-
-_ROW_FMT = "%.5f %.5f %.5f %.5f %g"
-
-
-def format_prediction_txt(event: str, file: str, boxes: np.ndarray, scores: np.ndarray) -> str:
-    """The reference prediction file of one image.
-
-    ``boxes``: (N, 4) ``xyxy`` in original-image pixels (float32 as the detector returns them;
-    ``w = x2 − x1`` is computed in that precision, like the reference); ``scores``: (N,) sorted
-    descending. Line 1 ``<event>/<file>``, line 2 ``N``, then ``x y w h score`` rows.
-    """
-    b = np.asarray(boxes)
-    s = np.asarray(scores)
-    rows = np.empty((b.shape[0], 5), dtype=np.float64)
-    rows[:, 0:2] = b[:, 0:2]
-    rows[:, 2:4] = b[:, 2:4] - b[:, 0:2]
-    rows[:, 4] = s
-    buf = io.StringIO()
-    buf.write(f"{event}/{file}\n{b.shape[0]}\n")
-    if b.shape[0]:
-        np.savetxt(buf, rows, fmt=_ROW_FMT)
-    return buf.getvalue()
-
-
-def parse_prediction_txt(data: bytes, expected_name: str) -> np.ndarray | None:
-    """(N, 5) float64 ``[x, y, w, h, score]`` rows of a complete prediction file, else None.
-
-    Complete means: UTF-8, ends with a newline, line 1 names ``expected_name`` (with or without
-    event and extension), line 2 is a count N ≥ 0, and exactly N non-blank rows of five finite
-    numbers follow. A truncated or foreign file gives None (it is then recomputed).
-    """
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if not text.endswith("\n"):
-        return None
-    lines = text.splitlines()
-    if len(lines) < 2 or image_name(lines[0]) != expected_name:
-        return None
-    try:
-        n = int(lines[1])
-    except ValueError:
-        return None
-    body = [ln for ln in lines[2:] if ln.strip()]
-    if n < 0 or len(body) != n:
-        return None
-    if n == 0:
-        return np.zeros((0, 5), dtype=np.float64)
-    tokens = " ".join(body).split()
-    if len(tokens) != 5 * n:
-        return None
-    try:
-        values = np.array(tokens, dtype=np.float64)
-    except ValueError:
-        return None
-    if not np.isfinite(values).all():
-        return None
-    return values.reshape(n, 5)
-
-
-def _remove_stale_temporaries(event_dirs: Iterable[Path]) -> int:
-    """Delete ``.<name>.txt.*.tmp`` files left by a killed run (damofd.io's temporary names)."""
-    n = 0
-    for d in event_dirs:
-        if d.is_dir():
-            for p in d.glob(".*.txt.*.tmp"):
-                try:
-                    p.unlink()
-                    n += 1
-                except OSError:
-                    pass
-    return n
 
 
 # ----------------------------------------------------------------------------------------------
@@ -333,37 +262,6 @@ def _check_against_gt(
         )
 
 
-def _prefetch(paths: Sequence[Path], ahead: int) -> Iterator[Any]:
-    """Decode images in a background thread, ``ahead`` images in advance (cv2 releases the GIL,
-    so decoding overlaps the network). Yields BGR arrays, or the path when it cannot be read
-    (the detector then reports the error for that input)."""
-    from damofd.errors import DamoFDError
-    from damofd.inference.image_io import load_image
-
-    def load(p: Path) -> Any:
-        try:
-            return load_image(str(p))
-        except DamoFDError:
-            return str(p)
-
-    if ahead <= 0:
-        yield from (load(p) for p in paths)
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="damofd-eval-read") as pool:
-        pending: list[Future[Any]] = []
-        it = iter(paths)
-        for p in it:
-            pending.append(pool.submit(load, p))
-            if len(pending) > ahead:
-                break
-        while pending:
-            fut = pending.pop(0)
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(load, nxt))
-            yield fut.result()
-
-
 def _check_options(
     batch_size: int, limit: int | None, threads: int | None, score_thr: float, nms_thr: float | None
 ) -> tuple[float, float | None]:
@@ -420,62 +318,117 @@ def _check_manifest(manifest: Path, settings: dict[str, Any], wd: Path) -> None:
         )
 
 
-def _read_predictions(
-    images: Sequence[WiderImage], wd: Path
-) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Rows of the complete prediction files already in ``wd``, and their image keys."""
-    rows: dict[str, np.ndarray] = {}
-    reused: list[str] = []
-    for im in images:
+def _load_split(
+    wider_root: str | os.PathLike[str],
+    gt: str | os.PathLike[str] | None,
+    limit: int | None,
+    subset: bool,
+) -> tuple[list[WiderImage], bool, Path, WiderGroundTruth, float]:
+    """(images, subset, ground-truth folder, ground truth, seconds reading it): the split's
+    images (the first ``limit``, which implies ``subset``), checked against the ground truth."""
+    images = list_wider_images(wider_root)
+    if limit is not None:
+        images = images[:limit]
+        subset = True
+    gt_dir = find_ground_truth(wider_root, gt)
+    t0 = time.perf_counter()
+    gt_all = load_wider_gt(gt_dir)
+    t_gt = time.perf_counter() - t0
+    _check_against_gt(images, gt_all, subset, gt_dir)
+    return images, subset, gt_dir, gt_all, t_gt
+
+
+def _work_dir(work_dir: str | os.PathLike[str] | None, model: Any, protocol: str) -> Path:
+    """The absolute work dir (``work_dir``, else :func:`default_work_dir`); not created yet."""
+    wd = Path(work_dir) if work_dir is not None else default_work_dir(model_label(model), protocol)
+    wd = wd.absolute()
+    if wd.exists() and not wd.is_dir():
+        raise NotADirectoryError(f"work dir {str(wd)!r} exists and is not a directory")
+    return wd
+
+
+def _load_model(
+    model: Any,
+    wd: Path,
+    common: dict[str, Any],
+    *,
+    backend: str | None,
+    weights: str | os.PathLike[str] | None,
+    device: str,
+    fp16: bool,
+    threads: int | None,
+    fresh: bool,
+) -> tuple[EvalModel, dict[str, Any], bool]:
+    """(model, run settings, whether ``wd`` had a run record): build the detector, then make the
+    work dir, check its run record (unless ``fresh``) and export to ONNX if ``backend`` asks."""
+    from damofd.io import ensure_writable_dir, remove_stale_tmp
+
+    built = build_eval_model(
+        model,
+        backend=backend,
+        weights=weights,
+        common=common,
+        device=device,
+        fp16=fp16,
+        threads=threads,
+    )
+    # the work dir is made only now that the model has loaded (a failed load leaves nothing)
+    created = [d for d in (wd, *wd.parents) if not d.exists()]
+    ensure_writable_dir(wd, "work dir")
+    remove_stale_tmp(wd, min_age_s=600, recursive=True)  # left by a killed run
+    kind = "onnx" if backend == "onnx" else built.backend
+    settings = _run_settings(built, kind, fp16, common["score_thr"], common["nms_thr"])
+    manifest = wd / _MANIFEST
+    had_manifest = manifest.is_file()
+    if had_manifest and not fresh:
+        _check_manifest(manifest, settings, wd)
+    if kind != built.backend:
         try:
-            data = (wd / im.event / f"{im.name}.txt").read_bytes()
-        except OSError:
-            continue
-        r = parse_prediction_txt(data, im.name)
-        if r is not None:
-            rows[im.key] = r
-            reused.append(im.key)
+            built = to_onnx_model(built, wd / "model.onnx", threads)
+        except BaseException:
+            remove_empty_dirs(created)
+            raise
+    return built, settings, had_manifest
+
+
+def _reusable_predictions(
+    images: Sequence[WiderImage], wd: Path, fresh: bool, had_manifest: bool
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Rows of the complete prediction files a resumed run keeps (none when ``fresh``), and
+    their image keys; warns when they have no run record to vouch for them."""
+    events = sorted({im.event for im in images})
+    _remove_stale_temporaries(wd / e for e in events)
+    rows, reused = ({}, []) if fresh else _read_predictions(images, wd)
+    if reused and not had_manifest:
+        warnings.warn(
+            f"reusing {len(reused)} prediction files found in {str(wd)!r} without a run record "
+            f"({_MANIFEST}); they are assumed to come from this model and these settings (use "
+            f"--fresh to recompute them)",
+            RuntimeWarning,
+            stacklevel=3,  # the caller of run_wider_eval
+        )
     return rows, reused
 
 
-def _detect(
-    det: Any,
-    todo: Sequence[WiderImage],
+def _detect_missing(
+    built: EvalModel,
+    images: Sequence[WiderImage],
     wd: Path,
     rows: dict[str, np.ndarray],
-    desc: str,
     progress: bool,
-) -> tuple[list[str], list[str]]:
-    """Detect ``todo``, writing each prediction file atomically as it is done and its rows into
-    ``rows``; returns the keys detected and the unreadable images' messages."""
-    from damofd.io import atomic_write_text
-
-    detected: list[str] = []
-    failed: list[str] = []
-    if not todo:
-        return detected, failed
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=len(todo), desc=desc, unit="img", disable=not progress, file=sys.stderr,
-        dynamic_ncols=True,
-    )  # fmt: skip
-    try:
-        inputs = _prefetch([im.path for im in todo], ahead=2 * det.batch_size)
-        for im, res in zip(todo, det.iter_predict(inputs)):
-            bar.update(1)
-            if res.error is not None:
-                failed.append(f"{im.path}: {res.error}")
-                continue
-            text = format_prediction_txt(im.event, im.file, res.boxes, res.scores)
-            atomic_write_text(wd / im.event / f"{im.name}.txt", text)
-            parsed = parse_prediction_txt(text.encode("utf-8"), im.name)
-            assert parsed is not None  # our own format
-            rows[im.key] = parsed
-            detected.append(im.key)
-    finally:
-        bar.close()
-    return detected, failed
+) -> list[str]:
+    """Detect the images without rows, writing their prediction files; the keys detected.
+    :class:`InputError` when some could not be read (after the others are saved)."""
+    todo = [im for im in images if im.key not in rows]
+    det = built.detector
+    desc = f"{built.label} [{det.protocol.name}]"
+    detected, failed = _detect(det, todo, wd, rows, desc, progress)
+    if failed:
+        raise InputError(
+            f"{len(failed)} image(s) could not be read (the other predictions are saved in "
+            f"{str(wd)!r}; fix or remove them and re-run): {'; '.join(failed[:3])}"
+        )
+    return detected
 
 
 def run_wider_eval(
@@ -534,20 +487,12 @@ def run_wider_eval(
         ConfigError: bad option combination.
     """
     from damofd.inference.preprocess import get_protocol
-    from damofd.io import atomic_write_json, ensure_writable_dir
+    from damofd.io import atomic_write_json
 
     t_start = time.perf_counter()
     score_thr, nms_thr = _check_options(batch_size, limit, threads, score_thr, nms_thr)
     proto = get_protocol(protocol)
-    images = list_wider_images(wider_root)
-    if limit is not None:
-        images = images[:limit]
-        subset = True
-    gt_dir = find_ground_truth(wider_root, gt)
-    t0 = time.perf_counter()
-    gt_all = load_wider_gt(gt_dir)
-    t_gt = time.perf_counter() - t0
-    _check_against_gt(images, gt_all, subset, gt_dir)
+    images, subset, gt_dir, gt_all, t_gt = _load_split(wider_root, gt, limit, subset)
 
     common = {
         "protocol": proto,
@@ -555,67 +500,26 @@ def run_wider_eval(
         "nms_thr": nms_thr,
         "batch_size": int(batch_size),
     }
-    wd = (
-        Path(work_dir) if work_dir is not None else default_work_dir(model_label(model), proto.name)
-    )
-    wd = wd.absolute()
-    if wd.exists() and not wd.is_dir():
-        raise NotADirectoryError(f"work dir {str(wd)!r} exists and is not a directory")
+    wd = _work_dir(work_dir, model, proto.name)
     t0 = time.perf_counter()
-    built = build_eval_model(
+    built, settings, had_manifest = _load_model(
         model,
+        wd,
+        common,
         backend=backend,
         weights=weights,
-        common=common,
         device=device,
         fp16=fp16,
         threads=threads,
+        fresh=fresh,
     )
-    # the work dir is made only now that the model has loaded (a failed load leaves nothing)
-    created = [d for d in (wd, *wd.parents) if not d.exists()]
-    ensure_writable_dir(wd, "work dir")
-    from damofd.io import remove_stale_tmp
-
-    remove_stale_tmp(wd, min_age_s=600, recursive=True)  # left by a killed run
-    det = built.detector
-    kind = "onnx" if backend == "onnx" else built.backend
-    settings = _run_settings(built, kind, fp16, score_thr, nms_thr)
-    manifest = wd / _MANIFEST
-    had_manifest = manifest.is_file()
-    if had_manifest and not fresh:
-        _check_manifest(manifest, settings, wd)
-    if kind != built.backend:
-        try:
-            built = to_onnx_model(built, wd / "model.onnx", threads)
-        except BaseException:
-            remove_empty_dirs(created)
-            raise
-        det = built.detector
     t_load = time.perf_counter() - t0
-    atomic_write_json(manifest, settings)
+    atomic_write_json(wd / _MANIFEST, settings)
 
-    events = sorted({im.event for im in images})
-    _remove_stale_temporaries(wd / e for e in events)
-    rows, reused = ({}, []) if fresh else _read_predictions(images, wd)
-    if reused and not had_manifest:
-        warnings.warn(
-            f"reusing {len(reused)} prediction files found in {str(wd)!r} without a run record "
-            f"({_MANIFEST}); they are assumed to come from this model and these settings (use "
-            f"--fresh to recompute them)",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    todo = [im for im in images if im.key not in rows]
-
+    rows, reused = _reusable_predictions(images, wd, fresh, had_manifest)
     t0 = time.perf_counter()
-    desc = f"{built.label} [{det.protocol.name}]"
-    detected, failed = _detect(det, todo, wd, rows, desc, progress)
+    detected = _detect_missing(built, images, wd, rows, progress)
     t_detect = time.perf_counter() - t0
-    if failed:
-        raise InputError(
-            f"{len(failed)} image(s) could not be read (the other predictions are saved in "
-            f"{str(wd)!r}; fix or remove them and re-run): {'; '.join(failed[:3])}"
-        )
 
     t0 = time.perf_counter()
     result = evaluate_wider({im.key: rows[im.key] for im in images}, gt_all, subset=subset)

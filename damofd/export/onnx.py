@@ -261,29 +261,9 @@ def export_onnx_detailed(
     import torch
 
     t0 = time.perf_counter()
-    max_opset = _max_opset()
-    if not MIN_OPSET <= int(opset) <= max_opset:
-        raise ConfigError(
-            f"opset must be in {MIN_OPSET}..{max_opset} (the official export uses 11), got {opset}"
-        )
-    h, w = _check_shape(shape, int(batch))
-    target = Path(out)
-    if target.is_dir():
-        raise InputError(
-            f"--out {str(target)!r} is a directory; give a file name such as "
-            f"{str(target / 'model.onnx')!r}"
-        )
-
-    src = resolve_model(model_or_name, weights, allow_random=allow_random)
-    for attr in ("forward_export", "fuse", "strides", "use_kps"):
-        if not hasattr(src, attr):
-            raise ConfigError(f"model {type(src).__name__} has no {attr!r} (not an SCRFD model)")
-    # Work on a CPU float32 copy: the caller's module keeps its BN layers, mode and device.
-    model = copy.deepcopy(src).float().cpu().eval()
-    model.fuse()
-    model.eval()
+    h, w, target = _check_options(out, shape, batch, opset)
+    model = _fused_copy(resolve_model(model_or_name, weights, allow_random=allow_random))
     names = output_names(tuple(int(s) for s in model.strides), bool(model.use_kps))
-    graph = _export_wrapper(model).eval()
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(int(batch), 3, h, w, generator=gen)
@@ -292,47 +272,11 @@ def export_onnx_detailed(
     if len(reference) != len(names):
         raise RuntimeError(f"forward_export returned {len(reference)} outputs, expected {names}")
 
-    dynamic_axes: dict[str, dict[int, str]] | None = None
-    if dynamic:
-        dynamic_axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
-        for n in names:
-            dynamic_axes[n] = {0: "batch", 1: f"anchors_{n.rsplit('_', 1)[1]}"}
-    buf = io.BytesIO()
-    with _quiet_exporter(), torch.no_grad():
-        try:
-            torch.onnx.export(
-                graph,
-                (x,),
-                buf,
-                input_names=[INPUT_NAME],
-                output_names=names,
-                dynamic_axes=dynamic_axes,
-                opset_version=int(opset),
-                do_constant_folding=True,
-                dynamo=False,
-            )
-        finally:
-            # the exporter restores the wrapper's training flag recursively (scrfd-spec §8.4)
-            graph.eval()
-    proto = onnx.load_from_string(buf.getvalue())
+    proto = _trace_to_onnx(model, x, names, dynamic=dynamic, opset=int(opset))
     if simplify:
         proto = _simplify(proto)
     _check_io(proto, names, str(target))
-
-    props = {
-        "producer": "damofd",
-        "model_name": str(getattr(model, "name", None) or type(model).__name__),
-        "strides": ",".join(str(int(s)) for s in model.strides),
-        "num_anchors": str(int(model.num_anchors)),
-        "use_kps": str(bool(model.use_kps)).lower(),
-        "input_format": "RGB NCHW float32, (x - 127.5) / 128, H and W multiples of 32",
-        "bbox_units": "ltrb distances in stride units",
-    }
-    from damofd._version import __version__
-
-    props["damofd_version"] = __version__
-    props.update(metadata or {})
-    onnx.helper.set_model_props(proto, props)
+    _set_metadata(proto, model, metadata)
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
 
@@ -356,6 +300,88 @@ def export_onnx_detailed(
         num_bytes=len(data),
         seconds=time.perf_counter() - t0,
     )
+
+
+def _check_options(
+    out: str | os.PathLike[str], shape: Sequence[int] | None, batch: int, opset: int
+) -> tuple[int, int, Path]:
+    """Validate opset, trace shape and output path; returns (H, W, output file)."""
+    max_opset = _max_opset()
+    if not MIN_OPSET <= int(opset) <= max_opset:
+        raise ConfigError(
+            f"opset must be in {MIN_OPSET}..{max_opset} (the official export uses 11), got {opset}"
+        )
+    h, w = _check_shape(shape, int(batch))
+    target = Path(out)
+    if target.is_dir():
+        raise InputError(
+            f"--out {str(target)!r} is a directory; give a file name such as "
+            f"{str(target / 'model.onnx')!r}"
+        )
+    return h, w, target
+
+
+def _fused_copy(src: Any) -> Any:
+    """A CPU float32 eval copy of an SCRFD model with BN fused; ``src`` is left untouched."""
+    for attr in ("forward_export", "fuse", "strides", "use_kps"):
+        if not hasattr(src, attr):
+            raise ConfigError(f"model {type(src).__name__} has no {attr!r} (not an SCRFD model)")
+    # Work on a CPU float32 copy: the caller's module keeps its BN layers, mode and device.
+    model = copy.deepcopy(src).float().cpu().eval()
+    model.fuse()
+    model.eval()
+    return model
+
+
+def _trace_to_onnx(model: Any, x: Any, names: list[str], *, dynamic: bool, opset: int) -> Any:
+    """Trace ``model.forward_export`` on ``x`` with the TorchScript exporter; the ModelProto."""
+    import onnx
+    import torch
+
+    graph = _export_wrapper(model).eval()
+    dynamic_axes: dict[str, dict[int, str]] | None = None
+    if dynamic:
+        dynamic_axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
+        for n in names:
+            dynamic_axes[n] = {0: "batch", 1: f"anchors_{n.rsplit('_', 1)[1]}"}
+    buf = io.BytesIO()
+    with _quiet_exporter(), torch.no_grad():
+        try:
+            torch.onnx.export(
+                graph,
+                (x,),
+                buf,
+                input_names=[INPUT_NAME],
+                output_names=names,
+                dynamic_axes=dynamic_axes,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        finally:
+            # the exporter restores the wrapper's training flag recursively (scrfd-spec §8.4)
+            graph.eval()
+    return onnx.load_from_string(buf.getvalue())
+
+
+def _set_metadata(proto: Any, model: Any, metadata: dict[str, str] | None) -> None:
+    """Write damofd's model properties (and the caller's ``metadata``) into ``proto``."""
+    import onnx
+
+    from damofd._version import __version__
+
+    props = {
+        "producer": "damofd",
+        "model_name": str(getattr(model, "name", None) or type(model).__name__),
+        "strides": ",".join(str(int(s)) for s in model.strides),
+        "num_anchors": str(int(model.num_anchors)),
+        "use_kps": str(bool(model.use_kps)).lower(),
+        "input_format": "RGB NCHW float32, (x - 127.5) / 128, H and W multiples of 32",
+        "bbox_units": "ltrb distances in stride units",
+    }
+    props["damofd_version"] = __version__
+    props.update(metadata or {})
+    onnx.helper.set_model_props(proto, props)
 
 
 def _smoke_run(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +26,10 @@ from damofd.device import check_device
 from damofd.errors import ConfigError, DamoFDError, InputError
 
 from .backends import Backend, OnnxBackend, TorchBackend
+from .batching import DecodeSettings, LaneSet, Member, as_items, is_single
 from .image_io import DEFAULT_MAX_PIXELS, ImageInput, describe_input, load_image
-from .postprocess import MAX_FACES_METRICS, decode_outputs
-from .preprocess import Protocol, ResizePlan, fill_canvas, get_protocol
+from .postprocess import MAX_FACES_METRICS
+from .preprocess import Protocol, get_protocol
 from .results import Face, ImageResult
 
 if TYPE_CHECKING:
@@ -59,43 +59,6 @@ def resolve_modelscope_id(model_id: str) -> str | None:
     from damofd.models.sources import resolve_modelscope_id as resolve
 
     return resolve(model_id)
-
-
-def _is_single(inputs: Any) -> bool:
-    return isinstance(inputs, (str, os.PathLike, np.ndarray, bytes, bytearray, memoryview)) or (
-        type(inputs).__module__.startswith("PIL.")
-    )
-
-
-def _as_items(inputs: Any) -> list[Any]:
-    """One input or an iterable of inputs as a list; anything else is an :class:`InputError`."""
-    if _is_single(inputs):
-        return [inputs]
-    if inputs is None or isinstance(inputs, (int, float, dict)):
-        raise InputError(
-            f"no image: got {type(inputs).__name__} (expected a path, URL, bytes, numpy array, "
-            "PIL image, or a list of them)"
-        )
-    try:
-        return list(inputs)
-    except TypeError:
-        raise InputError(
-            f"unsupported input {type(inputs).__name__} (expected a path, URL, bytes, numpy "
-            "array, PIL image, or a list of them)"
-        ) from None
-
-
-class _Lane:
-    """One backend with its own reusable input buffer (a worker of the data-parallel path)."""
-
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
-        self.blob: np.ndarray | None = None
-
-    def canvas(self, b: int, h: int, w: int) -> np.ndarray:
-        if self.blob is None or self.blob.shape != (b, 3, h, w):
-            self.blob = np.empty((b, 3, h, w), np.float32)
-        return self.blob
 
 
 class FaceDetector:
@@ -168,9 +131,7 @@ class FaceDetector:
         self.batch_size = int(batch_size)
         self.max_pixels = max_pixels
         self.url_timeout = float(url_timeout)
-        self._main = _Lane(backend)
-        self._workers = [_Lane(b) for b in workers]
-        self._pool: ThreadPoolExecutor | None = None
+        self._lanes = LaneSet(backend, workers)
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -433,97 +394,6 @@ class FaceDetector:
         return float(self.nms_thr) if self.nms_thr is not None else self.protocol.nms_thr
 
     # ------------------------------------------------------------------ core
-    def _forward_decode(
-        self,
-        lane: _Lane,
-        images: list[np.ndarray],
-        plans: list[ResizePlan],
-        score_thr: float,
-        nms_thr: float,
-        max_faces: int,
-    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-        """One forward pass of ``lane`` over images sharing a canvas size."""
-        ch, cw = plans[0].canvas
-        blob = lane.canvas(len(images), ch, cw)
-        pad = self.protocol.pad_value
-        for i, (img, plan) in enumerate(zip(images, plans)):
-            fill_canvas(blob[i], img, plan, pad)
-        outs = lane.backend.run(blob)
-        res = []
-        for i, plan in enumerate(plans):
-            d = decode_outputs(
-                [o[i] for o in outs],
-                self.layout,
-                plan,
-                self.protocol,
-                score_thr,
-                nms_thr,
-                max_faces,
-                self.max_faces_metric,
-            )
-            res.append((d.boxes, d.scores, d.keypoints))
-        return res
-
-    def _run_lane(
-        self,
-        lane: _Lane,
-        members: list[tuple[int, np.ndarray, ResizePlan]],
-        bsz: int,
-        thr: float,
-        nthr: float,
-        mf: int,
-    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-        mb = lane.backend.layout.max_batch
-        step = min(bsz, mb) if mb else bsz
-        out: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
-        for start in range(0, len(members), step):
-            part = members[start : start + step]
-            out += self._forward_decode(
-                lane, [m[1] for m in part], [m[2] for m in part], thr, nthr, mf
-            )
-        return out
-
-    def _run_group(
-        self,
-        members: list[tuple[int, np.ndarray, ResizePlan]],
-        bsz: int,
-        thr: float,
-        nthr: float,
-        mf: int,
-    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-        """Decoded faces for images sharing a canvas: on the main backend, or split across the
-        workers (contiguous shards, run concurrently) when there is more than one forward pass.
-
-        The unit of the split is the backend's batch limit: one image for dynamic-batch models,
-        N images for a file with a fixed batch axis N (whose passes always run N images, padded),
-        so that workers never pad what one pass could have held.
-        """
-        unit = (self._workers[0].backend.layout.max_batch or 1) if self._workers else 1
-        passes = -(-len(members) // unit)
-        nw = min(len(self._workers), passes)
-        if nw < 2:
-            return self._run_lane(self._main, members, bsz, thr, nthr, mf)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(len(self._workers), thread_name_prefix="damofd")
-        shares = np.linspace(0, passes, nw + 1).round().astype(int)
-        bounds = np.minimum(shares * unit, len(members))
-        futures = [
-            self._pool.submit(
-                self._run_lane,
-                self._workers[k],
-                members[bounds[k] : bounds[k + 1]],
-                bsz,
-                thr,
-                nthr,
-                mf,
-            )
-            for k in range(nw)
-        ]
-        out: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
-        for f in futures:
-            out += f.result()
-        return out
-
     def _effective_batch(self, batch_size: int | None) -> int:
         """Images read per chunk; backends with a batch limit loop inside a chunk."""
         b = int(batch_size or self.batch_size)
@@ -565,7 +435,7 @@ class FaceDetector:
         self, chunk: list[ImageInput], thr: float, nthr: float, mf: int, bsz: int
     ) -> list[ImageResult]:
         results: list[ImageResult | None] = [None] * len(chunk)
-        groups: dict[tuple[int, int], list[tuple[int, np.ndarray, ResizePlan]]] = {}
+        groups: dict[tuple[int, int], list[Member]] = {}
         for i, item in enumerate(chunk):
             label = describe_input(item)
             try:
@@ -575,8 +445,9 @@ class FaceDetector:
                 continue
             plan = self.protocol.plan(img.shape[0], img.shape[1])
             groups.setdefault(plan.canvas, []).append((i, img, plan))
+        settings = DecodeSettings(self.layout, self.protocol, thr, nthr, mf, self.max_faces_metric)
         for members in groups.values():
-            decoded = self._run_group(members, bsz, thr, nthr, mf)
+            decoded = self._lanes.run_group(members, bsz, settings)
             for (i, _img, plan), (boxes, scores, kps) in zip(members, decoded):
                 results[i] = ImageResult(
                     boxes=boxes,
@@ -601,7 +472,7 @@ class FaceDetector:
         Per-input failures (missing file, corrupt image, URL timeout, too large) are reported in
         ``result.error``; the other inputs are processed normally.
         """
-        items = _as_items(inputs)
+        items = as_items(inputs)
         return list(
             self.iter_predict(
                 items,
@@ -613,7 +484,7 @@ class FaceDetector:
         )
 
     def _strict(self, inputs: Any, **kw: Any) -> tuple[list[ImageResult], bool]:
-        single = _is_single(inputs)
+        single = is_single(inputs)
         results = self.predict(inputs, **kw)
         for r in results:
             if r.error is not None:
@@ -661,6 +532,7 @@ class FaceDetector:
         """Run blank images through the network and every worker (first-run allocations)."""
         blank = np.zeros((height, width, 3), np.uint8)
         self.predict(blank)
-        if self._workers:
-            n = len(self._workers) * (self._workers[0].backend.layout.max_batch or 1)
+        workers = self._lanes.workers
+        if workers:
+            n = len(workers) * (workers[0].backend.layout.max_batch or 1)
             self.predict([blank] * n, batch_size=n)

@@ -84,6 +84,27 @@ def iter_video(source: str | os.PathLike[str] | int) -> Iterator[np.ndarray]:
         cap.release()
 
 
+def _rate_and_length(
+    cap: cv2.VideoCapture, src: str | int, max_frames: int | None
+) -> tuple[float, int]:
+    """The stream's frame rate (25 when unknown) and the frames to expect (0: unknown)."""
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    if not (fps > 0 and np.isfinite(fps)):
+        fps = 25.0
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if isinstance(src, str) else 0
+    if max_frames is not None:
+        total = min(total, max_frames) if total > 0 else max_frames
+    return fps, total
+
+
+def _new_writer(out_path: Path, fps: float, size: tuple[int, int]) -> tuple[cv2.VideoWriter, Path]:
+    """A writer for ``out_path`` under its temporary name (the caller checks it opened)."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.stem}.partial{out_path.suffix}")
+    fourcc = cv2.VideoWriter_fourcc(*_FOURCC.get(out_path.suffix.lower(), "mp4v"))
+    return cv2.VideoWriter(str(tmp), fourcc, fps, (size[1], size[0])), tmp
+
+
 def process_video(
     detector: FaceDetector,
     source: str | os.PathLike[str] | int,
@@ -111,12 +132,7 @@ def process_video(
     if isinstance(src, str) and not Path(src).exists():
         raise InputError(f"{src}: no such file")
     cap = _open(src)
-    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-    if not (fps > 0 and np.isfinite(fps)):
-        fps = 25.0
-    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if isinstance(src, str) else 0
-    if max_frames is not None:
-        total = min(total, max_frames) if total > 0 else max_frames
+    fps, total = _rate_and_length(cap, src, max_frames)
     writer: cv2.VideoWriter | None = None
     tmp: Path | None = None
     out_path = Path(output) if output is not None else None
@@ -153,12 +169,7 @@ def process_video(
                 size = (frame.shape[0], frame.shape[1])
                 if out_path is not None:
                     if writer is None:
-                        out_path.parent.mkdir(parents=True, exist_ok=True)
-                        tmp = out_path.with_name(f".{out_path.stem}.partial{out_path.suffix}")
-                        fourcc = cv2.VideoWriter_fourcc(
-                            *_FOURCC.get(out_path.suffix.lower(), "mp4v")
-                        )
-                        writer = cv2.VideoWriter(str(tmp), fourcc, fps, (size[1], size[0]))
+                        writer, tmp = _new_writer(out_path, fps, size)
                         if not writer.isOpened():
                             raise InputError(f"{out_path}: cannot open a video writer")
                     writer.write((render or draw_faces)(frame, res))

@@ -212,6 +212,34 @@ def get_model_complexity(
             int(input_size[1]),
         )
     )
+    method, factor, probe = _counting_plan(model, h, w, method, example)
+    rules = dict(_BASE_RULES)
+    if count_gn:
+        rules.update(_GN_RULES)
+    totals = _count_forward(model, rules, example, probe)
+    if method == "scaled":
+        uneven = {k: v for k, v in totals.items() if v % 4}
+        if uneven:  # would mean some term is not per position: refuse rather than guess
+            raise RuntimeError(f"scaled FLOPs count is not exact for {sorted(uneven)}")
+        totals = {k: v // 4 for k, v in totals.items()}
+    parts = {
+        name: PartComplexity(params=count_params(child), flops=totals[name] * factor)
+        for name, child in model.named_children()
+    }
+    return Complexity(
+        params=count_params(model),
+        flops=sum(totals.values()) * factor,
+        input_size=(h, w),
+        count_gn=bool(count_gn),
+        method=method,
+        parts=parts,
+    )
+
+
+def _counting_plan(
+    model: nn.Module, h: int, w: int, method: str, example: Tensor | None
+) -> tuple[Literal["forward", "scaled"], int, tuple[int, int]]:
+    """Resolve ``method`` for an H×W input: (method, count multiplier, probe input size)."""
     divisor = getattr(model, "size_divisor", None)
     can_scale = (
         example is None
@@ -233,18 +261,16 @@ def get_model_complexity(
         assert isinstance(divisor, int)
         # a 2d×2d probe (a 1×1 stride-d map would break GroupNorm with one value per group);
         # every counted term is per position, so the probe count is 4 × the count per d×d cell
-        factor = (h // divisor) * (w // divisor)
-        probe = (2 * divisor, 2 * divisor)
-    elif method == "forward":
-        factor = 1
-        probe = (h, w)
-    else:
-        raise ValueError(f"unknown counting method {method!r}")
+        return "scaled", (h // divisor) * (w // divisor), (2 * divisor, 2 * divisor)
+    if method == "forward":
+        return "forward", 1, (h, w)
+    raise ValueError(f"unknown counting method {method!r}")
 
-    rules = dict(_BASE_RULES)
-    if count_gn:
-        rules.update(_GN_RULES)
 
+def _count_forward(
+    model: nn.Module, rules: dict[type, _Rule], example: Tensor | None, probe: tuple[int, int]
+) -> dict[str, int]:
+    """Run ``model`` once in eval mode with counting hooks; FLOPs per top-level child name."""
     owner: dict[int, str] = {}
     for child_name, child in model.named_children():
         for m in child.modules():
@@ -272,21 +298,4 @@ def get_model_complexity(
         for handle in handles:
             handle.remove()
         model.train(was_training)
-
-    if method == "scaled":
-        uneven = {k: v for k, v in totals.items() if v % 4}
-        if uneven:  # would mean some term is not per position: refuse rather than guess
-            raise RuntimeError(f"scaled FLOPs count is not exact for {sorted(uneven)}")
-        totals = {k: v // 4 for k, v in totals.items()}
-    parts = {
-        name: PartComplexity(params=count_params(child), flops=totals[name] * factor)
-        for name, child in model.named_children()
-    }
-    return Complexity(
-        params=count_params(model),
-        flops=sum(totals.values()) * factor,
-        input_size=(h, w),
-        count_gn=bool(count_gn),
-        method=method,
-        parts=parts,
-    )
+    return totals

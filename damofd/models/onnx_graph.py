@@ -327,65 +327,90 @@ def read_scrfd_onnx(path: str | Path) -> ScrfdOnnxGraph:
             "mode, scrfd-spec §8.4)"
         )
     initializer_names = {t.name for t in model.graph.initializer}
+    convs = _read_convs(g)
+    gn_nodes: set[int] = set()  # ids of Mul nodes that belong to GN patterns
+    group_norms = _read_group_norms(g, gn_nodes)
+    scales = _read_scales(g, gn_nodes, initializer_names)
 
-    # ---- convs, de-duplicated by weight initializer
-    conv_nodes: dict[str, list[onnx.NodeProto]] = {}
-    order: list[str] = []
+    ranks = []
+    for o in model.graph.output:
+        t = o.type.tensor_type
+        ranks.append(len(t.shape.dim) if t.HasField("shape") else None)
+    graph_inputs = [i.name for i in model.graph.input if i.name not in initializer_names]
+    if len(graph_inputs) != 1:
+        raise InputError(f"{where}: expected one image input, found {graph_inputs}")
+    return ScrfdOnnxGraph(
+        path=p,
+        opset=int(opset),
+        producer=f"{model.producer_name} {model.producer_version}".strip(),
+        input_name=graph_inputs[0],
+        output_names=tuple(o.name for o in model.graph.output),
+        output_ranks=tuple(ranks),
+        convs=convs,
+        group_norms=group_norms,
+        scales=scales,
+        op_counts=op_counts,
+        constants=g.constants,
+    )
+
+
+def _read_convs(g: _Graph) -> tuple[OnnxConv, ...]:
+    """The unique Conv nodes, de-duplicated by weight initializer, in topological order."""
+    conv_nodes: dict[str, list[onnx.NodeProto]] = {}  # weight name -> its nodes, first-use order
     for n in g.nodes:
         if n.op_type != "Conv":
             continue
         ins = g.inputs(n)
         if len(ins) < 2 or g.const(ins[1]) is None:
-            raise InputError(f"{where}: Conv node {_node_label(n)!r} has no constant weight")
-        if ins[1] not in conv_nodes:
-            conv_nodes[ins[1]] = []
-            order.append(ins[1])
-        conv_nodes[ins[1]].append(n)
-    convs = []
-    for wname in order:
-        first = conv_nodes[wname][0]
-        ins = g.inputs(first)
-        w = g.constants[wname]
-        bias = ins[2] if len(ins) > 2 and ins[2] else None
-        if bias is not None and g.const(bias) is None:
-            raise InputError(f"{where}: Conv node {_node_label(first)!r} has a non-constant bias")
-        for other in conv_nodes[wname][1:]:
-            if g.inputs(other)[2:3] != ins[2:3]:
-                raise InputError(
-                    f"{where}: Conv nodes sharing weight {wname!r} use different biases"
-                )
-        nd = w.ndim - 2
-        convs.append(
-            OnnxConv(
-                node=_node_label(first),
-                weight=wname,
-                bias=bias,
-                weight_shape=tuple(int(s) for s in w.shape),
-                group=int(_attr(first, "group", 1)),  # type: ignore[call-overload]
-                strides=tuple(int(s) for s in _attr(first, "strides", [1] * nd)),  # type: ignore[attr-defined]
-                pads=tuple(int(s) for s in _attr(first, "pads", [0] * (2 * nd))),  # type: ignore[attr-defined]
-                dilations=tuple(int(s) for s in _attr(first, "dilations", [1] * nd)),  # type: ignore[attr-defined]
-                uses=len(conv_nodes[wname]),
-            )
-        )
-        if _attr(first, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-            raise InputError(f"{where}: Conv node {_node_label(first)!r} uses auto_pad")
+            raise InputError(f"{g.where}: Conv node {_node_label(n)!r} has no constant weight")
+        conv_nodes.setdefault(ins[1], []).append(n)
+    return tuple(_read_conv(g, wname, nodes) for wname, nodes in conv_nodes.items())
 
-    # ---- GroupNorm patterns
+
+def _read_conv(g: _Graph, wname: str, nodes: list[onnx.NodeProto]) -> OnnxConv:
+    """One :class:`OnnxConv` from the Conv nodes that share the weight ``wname``."""
+    where = g.where
+    first = nodes[0]
+    ins = g.inputs(first)
+    w = g.constants[wname]
+    bias = ins[2] if len(ins) > 2 and ins[2] else None
+    if bias is not None and g.const(bias) is None:
+        raise InputError(f"{where}: Conv node {_node_label(first)!r} has a non-constant bias")
+    for other in nodes[1:]:
+        if g.inputs(other)[2:3] != ins[2:3]:
+            raise InputError(f"{where}: Conv nodes sharing weight {wname!r} use different biases")
+    nd = w.ndim - 2
+    conv = OnnxConv(
+        node=_node_label(first),
+        weight=wname,
+        bias=bias,
+        weight_shape=tuple(int(s) for s in w.shape),
+        group=int(_attr(first, "group", 1)),  # type: ignore[call-overload]
+        strides=tuple(int(s) for s in _attr(first, "strides", [1] * nd)),  # type: ignore[attr-defined]
+        pads=tuple(int(s) for s in _attr(first, "pads", [0] * (2 * nd))),  # type: ignore[attr-defined]
+        dilations=tuple(int(s) for s in _attr(first, "dilations", [1] * nd)),  # type: ignore[attr-defined]
+        uses=len(nodes),
+    )
+    if _attr(first, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise InputError(f"{where}: Conv node {_node_label(first)!r} uses auto_pad")
+    return conv
+
+
+def _read_group_norms(g: _Graph, gn_nodes: set[int]) -> tuple[OnnxGroupNorm, ...]:
+    """The GroupNorm patterns, one per γ initializer; adds their Mul(γ) node ids to gn_nodes."""
     gn_by_gamma: dict[str, OnnxGroupNorm] = {}
     gn_uses: Counter[str] = Counter()
-    gn_nodes: set[int] = set()  # ids of Mul nodes that belong to GN patterns
     for n in g.nodes:
         if n.op_type != "InstanceNormalization":
             continue
-        gn = _parse_group_norm(g, n, where, gn_nodes)
+        gn = _parse_group_norm(g, n, g.where, gn_nodes)
         gn_uses[gn.gamma] += 1
         prev = gn_by_gamma.get(gn.gamma)
         if prev is None:
             gn_by_gamma[gn.gamma] = gn
         elif (prev.beta, prev.num_groups, prev.channels) != (gn.beta, gn.num_groups, gn.channels):
-            raise InputError(f"{where}: GroupNorms sharing γ {gn.gamma!r} differ")
-    group_norms = tuple(
+            raise InputError(f"{g.where}: GroupNorms sharing γ {gn.gamma!r} differ")
+    return tuple(
         OnnxGroupNorm(
             node=v.node,
             gamma=v.gamma,
@@ -398,7 +423,11 @@ def read_scrfd_onnx(path: str | Path) -> ScrfdOnnxGraph:
         for k, v in gn_by_gamma.items()
     )
 
-    # ---- Scale Muls: Mul(conv output, scalar float initializer)
+
+def _read_scales(
+    g: _Graph, gn_nodes: set[int], initializer_names: set[str]
+) -> tuple[OnnxScale, ...]:
+    """The Scale Muls: Mul(conv output, scalar float initializer), outside GroupNorm patterns."""
     scale_first: dict[str, OnnxScale] = {}
     scale_uses: Counter[str] = Counter()
     for n in g.nodes:
@@ -424,30 +453,9 @@ def read_scrfd_onnx(path: str | Path) -> ScrfdOnnxGraph:
                 scale_first.setdefault(
                     c, OnnxScale(node=_node_label(n), name=c, value=float(v.reshape(())), uses=0)
                 )
-    scales = tuple(
+    return tuple(
         OnnxScale(node=s.node, name=s.name, value=s.value, uses=scale_uses[s.name])
         for s in scale_first.values()
-    )
-
-    ranks = []
-    for o in model.graph.output:
-        t = o.type.tensor_type
-        ranks.append(len(t.shape.dim) if t.HasField("shape") else None)
-    graph_inputs = [i.name for i in model.graph.input if i.name not in initializer_names]
-    if len(graph_inputs) != 1:
-        raise InputError(f"{where}: expected one image input, found {graph_inputs}")
-    return ScrfdOnnxGraph(
-        path=p,
-        opset=int(opset),
-        producer=f"{model.producer_name} {model.producer_version}".strip(),
-        input_name=graph_inputs[0],
-        output_names=tuple(o.name for o in model.graph.output),
-        output_ranks=tuple(ranks),
-        convs=tuple(convs),
-        group_norms=group_norms,
-        scales=scales,
-        op_counts=op_counts,
-        constants=g.constants,
     )
 
 

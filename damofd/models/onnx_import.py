@@ -359,6 +359,23 @@ def _check_name(where: str, name: str | None, expected: str, allowed: Sequence[s
         )
 
 
+class _PendingWeights:
+    """Values to copy into the model, collected first and assigned once every check has passed."""
+
+    def __init__(self, constants: dict[str, np.ndarray]) -> None:
+        self.constants = constants
+        self.consumed = 0  # number of ONNX weight values taken so far
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def put(self, t: torch.Tensor, value: np.ndarray | float) -> None:
+        self.pending.append((t, torch.tensor(np.asarray(value, dtype=np.float32)).reshape(t.shape)))
+
+    def assign(self) -> None:
+        with torch.no_grad():
+            for t, v in self.pending:
+                t.copy_(v.to(dtype=t.dtype, device=t.device))
+
+
 def import_scrfd_onnx(
     path: str | Path,
     *,
@@ -391,6 +408,33 @@ def import_scrfd_onnx(
         raise ConfigError(f"form must be 'canonical' or 'fused', got {form!r}")
     graph = read_scrfd_onnx(path)
     where = str(graph.path)
+    model, trace, label = _model_for_graph(graph, config)
+    weights = _PendingWeights(graph.constants)
+    _take_convs(graph, trace, label, weights)
+    _take_group_norms(graph, trace, label, weights)
+    _take_scales(graph, trace, label, weights)
+    # ---- count check (scrfd-spec §8.2 rule 7)
+    expected = trace.fused_param_count(model)
+    if weights.consumed != expected:
+        raise InputError(
+            f"{where}: consumed {weights.consumed} weight values but {label} has {expected} "
+            "BN-fused parameters"
+        )
+    weights.assign()
+    model.eval()
+    if form == "fused":
+        fused = model.fuse()
+        if isinstance(fused, nn.Module):
+            model = fused
+        model.eval()
+    return model
+
+
+def _model_for_graph(
+    graph: ScrfdOnnxGraph, config: str | DetectorConfig | None
+) -> tuple[nn.Module, _ModelTrace, str]:
+    """Build (or detect) the model for ``graph``; returns it, its trace and a label for errors."""
+    where = str(graph.path)
     if config is None:
         config, model, trace = _detect(graph)
         label = repr(config)
@@ -410,67 +454,81 @@ def import_scrfd_onnx(
         )
     if graph.num_outputs not in (6, 9):
         raise InputError(f"{where}: expected 6 or 9 outputs, found {graph.num_outputs}")
+    return model, trace, label
 
-    consts = graph.constants
-    consumed = 0
-    # values are collected first and assigned only once every check has passed
-    pending: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def put(t: torch.Tensor, value: np.ndarray | float) -> None:
-        pending.append((t, torch.tensor(np.asarray(value, dtype=np.float32)).reshape(t.shape)))
-
-    # ---- convs (+ the BN each one feeds)
+def _take_convs(
+    graph: ScrfdOnnxGraph, trace: _ModelTrace, label: str, weights: _PendingWeights
+) -> None:
+    """Pair the ONNX convs with the model's, check them and queue weights (+ the BN each feeds)."""
+    where = str(graph.path)
     bn_paired = set()
     for (mpath, conv), oc in zip(trace.convs, graph.convs):
         loc = f"{where}: conv {oc.node!r} ↔ {mpath}"
-        pads = _module_pads(conv, loc)
-        checks = [
-            ("weight shape", oc.weight_shape, tuple(conv.weight.shape)),
-            ("group", oc.group, conv.groups),
-            ("stride", oc.strides, tuple(conv.stride)),
-            ("pads", oc.pads, pads),
-            ("dilation", oc.dilations, tuple(conv.dilation)),
-        ]
-        for what, got, want in checks:
-            if got != want:
-                raise InputError(f"{loc}: {what} {got} != {want}")
         bn = trace.bn_after.get(mpath)
-        expects_bias = conv.bias is not None or bn is not None
-        if (oc.bias is not None) != expects_bias:
-            raise InputError(
-                f"{loc}: ONNX conv {'has' if oc.bias is not None else 'lacks'} a bias but the "
-                f"module {'has' if expects_bias else 'has no'} bias or following BatchNorm"
-            )
-        _check_name(loc, oc.weight, f"{mpath}.weight")
-        partner = _merged_partner(mpath)
-        _check_name(loc, oc.bias, f"{mpath}.bias", (f"{partner}.bias",) if partner else ())
-        w = consts[oc.weight]
-        put(conv.weight, w)
-        consumed += w.size
+        _check_conv_pair(loc, mpath, conv, oc, bn)
+        w = weights.constants[oc.weight]
+        weights.put(conv.weight, w)
+        weights.consumed += w.size
         if oc.bias is None:
             continue
-        b = consts[oc.bias].reshape(-1)
+        b = weights.constants[oc.bias].reshape(-1)
         if b.size != oc.weight_shape[0]:
             raise InputError(f"{loc}: bias has {b.size} values for {oc.weight_shape[0]} channels")
-        consumed += b.size
+        weights.consumed += b.size
         if bn is None:
-            put(conv.bias, b)  # type: ignore[arg-type]
+            weights.put(conv.bias, b)  # type: ignore[arg-type]
             continue
         bpath, bnm = bn
         bn_paired.add(bpath)
         if conv.bias is not None:
-            put(conv.bias, np.zeros_like(b))
+            weights.put(conv.bias, np.zeros_like(b))
         if bnm.weight is None or bnm.bias is None or bnm.running_var is None:
             raise InputError(f"{loc}: BatchNorm {bpath} is not affine with running stats")
-        put(bnm.weight, np.ones_like(b))
-        put(bnm.bias, b)
-        put(bnm.running_mean, np.zeros_like(b))  # type: ignore[arg-type]
-        put(bnm.running_var, np.full_like(b, 1.0 - bnm.eps))  # type: ignore[arg-type]
+        weights.put(bnm.weight, np.ones_like(b))
+        weights.put(bnm.bias, b)
+        weights.put(bnm.running_mean, np.zeros_like(b))  # type: ignore[arg-type]
+        weights.put(bnm.running_var, np.full_like(b, 1.0 - bnm.eps))  # type: ignore[arg-type]
     unpaired = [p for p, _ in trace.batch_norms if p not in bn_paired]
     if unpaired:
         raise ConfigError(f"{label}: BatchNorms not fed directly by a conv: {unpaired[:5]}")
 
-    # ---- GroupNorm
+
+def _check_conv_pair(
+    loc: str,
+    mpath: str,
+    conv: nn.Conv2d,
+    oc: OnnxConv,
+    bn: tuple[str, nn.modules.batchnorm._BatchNorm] | None,
+) -> None:
+    """Check one ONNX conv against its module: geometry, bias presence and initializer names."""
+    pads = _module_pads(conv, loc)
+    checks = [
+        ("weight shape", oc.weight_shape, tuple(conv.weight.shape)),
+        ("group", oc.group, conv.groups),
+        ("stride", oc.strides, tuple(conv.stride)),
+        ("pads", oc.pads, pads),
+        ("dilation", oc.dilations, tuple(conv.dilation)),
+    ]
+    for what, got, want in checks:
+        if got != want:
+            raise InputError(f"{loc}: {what} {got} != {want}")
+    expects_bias = conv.bias is not None or bn is not None
+    if (oc.bias is not None) != expects_bias:
+        raise InputError(
+            f"{loc}: ONNX conv {'has' if oc.bias is not None else 'lacks'} a bias but the "
+            f"module {'has' if expects_bias else 'has no'} bias or following BatchNorm"
+        )
+    _check_name(loc, oc.weight, f"{mpath}.weight")
+    partner = _merged_partner(mpath)
+    _check_name(loc, oc.bias, f"{mpath}.bias", (f"{partner}.bias",) if partner else ())
+
+
+def _take_group_norms(
+    graph: ScrfdOnnxGraph, trace: _ModelTrace, label: str, weights: _PendingWeights
+) -> None:
+    """Pair the GroupNorm patterns with the model's GroupNorms and queue γ/β."""
+    where = str(graph.path)
     if len(trace.group_norms) != len(graph.group_norms):
         raise InputError(
             f"{where}: {len(graph.group_norms)} GroupNorm patterns in the graph, "
@@ -489,11 +547,16 @@ def import_scrfd_onnx(
             raise InputError(f"{loc}: module GroupNorm is not affine")
         _check_name(loc, og.gamma, f"{gpath}.weight")
         _check_name(loc, og.beta, f"{gpath}.bias")
-        put(gn.weight, consts[og.gamma].reshape(-1))
-        put(gn.bias, consts[og.beta].reshape(-1))
-        consumed += 2 * og.channels
+        weights.put(gn.weight, weights.constants[og.gamma].reshape(-1))
+        weights.put(gn.bias, weights.constants[og.beta].reshape(-1))
+        weights.consumed += 2 * og.channels
 
-    # ---- Scale
+
+def _take_scales(
+    graph: ScrfdOnnxGraph, trace: _ModelTrace, label: str, weights: _PendingWeights
+) -> None:
+    """Pair the Scale Muls with the model's Scale modules and queue their values."""
+    where = str(graph.path)
     if len(trace.scales) != len(graph.scales) or len(graph.scales) not in (0, 3):
         raise InputError(
             f"{where}: {len(graph.scales)} Scale Muls in the graph, {len(trace.scales)} Scale "
@@ -502,26 +565,8 @@ def import_scrfd_onnx(
     for (spath, smod), osc in zip(trace.scales, graph.scales):
         loc = f"{where}: Scale {osc.name!r} ↔ {spath}"
         _check_name(loc, osc.name, f"{spath}.scale")
-        put(_scale_param(smod), osc.value)  # type: ignore[arg-type]
-        consumed += 1
-
-    # ---- count check (scrfd-spec §8.2 rule 7)
-    expected = trace.fused_param_count(model)
-    if consumed != expected:
-        raise InputError(
-            f"{where}: consumed {consumed} weight values but {label} has {expected} "
-            "BN-fused parameters"
-        )
-    with torch.no_grad():
-        for t, v in pending:
-            t.copy_(v.to(dtype=t.dtype, device=t.device))
-    model.eval()
-    if form == "fused":
-        fused = model.fuse()
-        if isinstance(fused, nn.Module):
-            model = fused
-        model.eval()
-    return model
+        weights.put(_scale_param(smod), osc.value)  # type: ignore[arg-type]
+        weights.consumed += 1
 
 
 def _module_pads(conv: nn.Conv2d, loc: str) -> tuple[int, ...]:

@@ -54,17 +54,14 @@ import json
 import math
 import os
 import random
-import re
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from damofd.errors import ConfigError, InputError
-from damofd.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from damofd.errors import ConfigError
+from damofd.io import ensure_writable_dir
 from damofd.search.cost import (
     BlockKey,
     CostModel,
@@ -75,6 +72,13 @@ from damofd.search.cost import (
 from damofd.search.latency import measure_latency_ms
 from damofd.search.scoring import TORCH_PROXIES, SearchScorer
 from damofd.search.search_config import Candidate, SearchConfig, SearchResult
+
+# `X as X`: names of search_state re-exported from here, where they were defined before
+from damofd.search.search_state import BEST_FILE as BEST_FILE
+from damofd.search.search_state import LOG_FILE, STATE_FILE, SearchCheckpoint, format_keys
+from damofd.search.search_state import REPORT_FILE as REPORT_FILE
+from damofd.search.search_state import SEEN_FILE as SEEN_FILE
+from damofd.search.search_state import _parse_keys_fast as _parse_keys_fast
 from damofd.search.space import get_search_space, make_randbelow
 from damofd.search.structure import BLOCK_TYPES, BlockKind, Structure
 
@@ -89,48 +93,16 @@ __all__ = [
     "measure_latency_ms",
 ]
 
-STATE_FILE = "search_state.json"
-SEEN_FILE = "search_seen.txt"
-REPORT_FILE = "report.json"
-BEST_FILE = "best_structure.txt"
-LOG_FILE = "search.log"
-_STATE_FORMAT = "damofd-search-state"
-_STATE_VERSION = 1
-
 MAX_INITIAL_FAILURES = 8
 """Abort a search whose first this-many scored candidates all failed to score (a broken proxy
 setting such as an unusable device, not an unlucky mutant)."""
 
 _CONV_NAMES = frozenset(n for n, t in BLOCK_TYPES.items() if t.kind is BlockKind.CONV)
-_KEY_RE = re.compile(r"([A-Za-z0-9]+)\(([0-9,]+)\)")
 
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
-def format_keys(keys: tuple[BlockKey, ...]) -> str:
-    """Structure string of BlockKeys (no tags); equals ``structure_from_keys(keys).format()``."""
-    parts = []
-    for name, cin, out, s, btn, n in keys:
-        if btn:
-            parts.append(f"{name}({cin},{out},{s},{btn},{n})")
-        else:
-            parts.append(f"{name}({cin},{out},{s},{n})")
-    return "".join(parts)
-
-
-def _parse_keys_fast(text: str) -> tuple[BlockKey, ...]:
-    """Parse a structure string written by :func:`format_keys` (no validation; own files only)."""
-    out = []
-    for name, args in _KEY_RE.findall(text):
-        v = [int(x) for x in args.split(",")]
-        if len(v) == 4:
-            out.append((name, v[0], v[1], v[2], 0, v[3]))
-        else:
-            out.append((name, v[0], v[1], v[2], v[3], v[4]))
-    return tuple(out)
-
-
 def _over_budget(what: str, value: float, budget: float) -> str:
     over = value - budget
     pct = 100 * over / budget
@@ -140,7 +112,7 @@ def _over_budget(what: str, value: float, budget: float) -> str:
 # ---------------------------------------------------------------------------------------------
 # The search
 # ---------------------------------------------------------------------------------------------
-class EvolutionSearch:
+class EvolutionSearch(SearchCheckpoint):
     """A (resumable) evolutionary search. Create it with a :class:`SearchConfig` (fresh) or
     with :meth:`resume` (from ``out_dir/search_state.json``), then call :meth:`run`.
 
@@ -326,7 +298,6 @@ class EvolutionSearch:
         mutate = self._mutate
         split = self._split
         totals = self.cost.totals
-        scorer = self.scorer
         res = cfg.resolution
         pop_keys = self.pop_keys
         pop_scores = self.pop_scores
@@ -342,9 +313,6 @@ class EvolutionSearch:
         dedup = cfg.dedup
         seen = self.seen
         pending = self._seen_pending
-        topk = self.topk
-        topk_set = self._topk_set
-        top_k = cfg.top_k
         stats = self.stats
         n_proposals = 0
         for it in range(start, stop):
@@ -384,25 +352,36 @@ class EvolutionSearch:
             if budget_latency is not None and self._latency(cand) > budget_latency:
                 stats["rejected_latency"] += 1
                 continue
-            try:
-                score = scorer(cand, flops, params, rng, it)
-            except Exception as e:  # the reference scores a failing net -9999 and goes on
-                self._log(f"iteration {it}: scoring failed ({type(e).__name__}: {e}); score -9999")
-                stats["failed"] += 1
-                self._last_failure = e
-                if stats["failed"] >= MAX_INITIAL_FAILURES and self._never_scored(True):
-                    raise self._scoring_broken() from e
-                score = -9999.0
-            pop_keys.append(cand)
-            pop_scores.append(score)
-            stats["accepted"] += 1
-            if (len(topk) < top_k or -score < topk[-1][0]) and cand not in topk_set:
-                self._order += 1
-                bisect.insort(topk, (-score, self._order, cand))
-                topk_set.add(cand)
-                if len(topk) > top_k:
-                    topk_set.discard(topk.pop()[2])
+            self._accept(cand, self._score(cand, flops, params, it))
         stats["proposals"] += n_proposals
+
+    def _score(self, cand: tuple[BlockKey, ...], flops: float, params: float, it: int) -> float:
+        """The proxy score of ``cand``, drawing from the search RNG. A failing net scores -9999
+        (as in the reference) unless every candidate so far failed (then the search aborts)."""
+        try:
+            return self.scorer(cand, flops, params, self.rng, it)
+        except Exception as e:  # the reference scores a failing net -9999 and goes on
+            self._log(f"iteration {it}: scoring failed ({type(e).__name__}: {e}); score -9999")
+            stats = self.stats
+            stats["failed"] += 1
+            self._last_failure = e
+            if stats["failed"] >= MAX_INITIAL_FAILURES and self._never_scored(True):
+                raise self._scoring_broken() from e
+            return -9999.0
+
+    def _accept(self, cand: tuple[BlockKey, ...], score: float) -> None:
+        """Append a scored candidate to the population and, if it ranks, to the top-k."""
+        self.pop_keys.append(cand)
+        self.pop_scores.append(score)
+        self.stats["accepted"] += 1
+        topk = self.topk
+        top_k = self.config.top_k
+        if (len(topk) < top_k or -score < topk[-1][0]) and cand not in self._topk_set:
+            self._order += 1
+            bisect.insort(topk, (-score, self._order, cand))
+            self._topk_set.add(cand)
+            if len(topk) > top_k:
+                self._topk_set.discard(topk.pop()[2])
 
     def run(self, until: int | None = None) -> SearchResult:
         """Run up to iteration ``until`` (default: ``config.iterations``) and return the result.
@@ -546,145 +525,6 @@ class EvolutionSearch:
             finished=self.iteration >= self.config.iterations,
             history=tuple(self.history),
         )
-
-    # -- checkpoints ------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        version, internal, gauss_next = self.rng.getstate()
-        return {
-            "format": _STATE_FORMAT,
-            "version": _STATE_VERSION,
-            "config": self.config.to_dict(),
-            "iteration": self.iteration,
-            "population": [
-                [format_keys(k), s] for k, s in zip(self.pop_keys, self.pop_scores, strict=True)
-            ],
-            "top_k": [[format_keys(k), -ns, order] for ns, order, k in self.topk],
-            "topk_order": self._order,
-            "rng_state": [version, list(internal), gauss_next],
-            "seen_file": SEEN_FILE,
-            "seen_count": self.seen_committed + len(self._seen_pending),
-            "stats": dict(self.stats),
-            "history": [list(h) for h in self.history],
-            "elapsed_s": self.elapsed(),
-        }
-
-    def checkpoint(self) -> None:
-        """Write the whole state atomically (no-op without ``out_dir``)."""
-        if self.out_dir is None:
-            return
-        if self._seen_pending:
-            with open(self.out_dir / SEEN_FILE, "a", encoding="utf-8") as f:
-                f.write("".join(format_keys(k) + "\n" for k in self._seen_pending))
-                f.flush()
-                os.fsync(f.fileno())
-        state = self.state_dict()  # seen_count includes the lines just made durable
-        atomic_write_json(self.out_dir / STATE_FILE, state, indent=None)
-        self.seen_committed += len(self._seen_pending)
-        self._seen_pending.clear()
-        self.write_report()
-
-    def write_report(self) -> SearchResult:
-        """Write ``report.json`` and ``best_structure.txt`` for the current state."""
-        res = self.result()
-        if self.out_dir is not None:
-            if res.best is not None:
-                atomic_write_text(self.out_dir / BEST_FILE, res.best.structure.format() + "\n")
-            atomic_write_json(self.out_dir / REPORT_FILE, res.to_dict())
-        return res
-
-    @classmethod
-    def resume(
-        cls,
-        out_dir: str | os.PathLike[str],
-        *,
-        iterations: int | None = None,
-        checkpoint_every: int = 2000,
-        progress: bool = False,
-        log_every: int = 500,
-        latency_fn: Callable[[Structure], float] | None = None,
-    ) -> EvolutionSearch:
-        """Continue the search saved in ``out_dir``; ``iterations`` may extend (not shrink) it."""
-        out = Path(out_dir)
-        path = out / STATE_FILE
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"no search state to resume: {str(path)!r} does not exist") from None
-        except (OSError, json.JSONDecodeError) as e:
-            raise InputError(f"cannot read search state {str(path)!r}: {e}") from None
-        if state.get("format") != _STATE_FORMAT or state.get("version") != _STATE_VERSION:
-            raise InputError(
-                f"{str(path)!r} is not a damofd search state (version {_STATE_VERSION})"
-            )
-        config = SearchConfig.from_dict(state["config"])
-        if iterations is not None and iterations != config.iterations:
-            if iterations < state["iteration"]:
-                raise ConfigError(
-                    f"--iterations {iterations} is less than the {state['iteration']} iterations "
-                    "already done"
-                )
-            config = replace(config, iterations=iterations)
-        self = cls(
-            config,
-            out,
-            checkpoint_every=checkpoint_every,
-            progress=progress,
-            log_every=log_every,
-            latency_fn=latency_fn,
-        )
-        self.iteration = int(state["iteration"])
-        for text, score in state["population"]:
-            self.pop_keys.append(_parse_keys_fast(text))
-            self.pop_scores.append(float(score))
-        for text, score, order in state["top_k"]:
-            keys = _parse_keys_fast(text)
-            self.topk.append((-float(score), int(order), keys))
-            self._topk_set.add(keys)
-        self._order = int(state["topk_order"])
-        version, internal, gauss_next = state["rng_state"]
-        self.rng.setstate((version, tuple(internal), gauss_next))
-        self.stats.update({k: int(v) for k, v in state["stats"].items()})
-        self.history = [
-            (int(a), int(b), None if c is None else float(c)) for a, b, c in state["history"]
-        ]
-        self.elapsed_before = float(state["elapsed_s"])
-        n_seen = int(state["seen_count"])
-        seen_path = out / state.get("seen_file", SEEN_FILE)
-        if n_seen:
-            try:
-                with open(seen_path, encoding="utf-8") as f:
-                    lines = f.read().splitlines()
-            except UnicodeDecodeError as e:
-                raise InputError(
-                    f"{str(seen_path)!r} is corrupted (not UTF-8 text at byte {e.start}); "
-                    "restart the search without --resume, or restore the file"
-                ) from None
-            except OSError as e:
-                raise InputError(f"cannot read {str(seen_path)!r}: {e.strerror or e}") from None
-            if len(lines) < n_seen:
-                raise InputError(
-                    f"{str(seen_path)!r} has {len(lines)} lines, the state expects {n_seen}"
-                )
-            keys = []
-            for i, t in enumerate(lines[:n_seen], 1):
-                try:
-                    k = _parse_keys_fast(t)
-                except (ValueError, IndexError):
-                    k = ()
-                if not k:
-                    raise InputError(
-                        f"{str(seen_path)!r}:{i}: not a structure string ({t[:60]!r}); the file "
-                        "is corrupted: restart the search without --resume, or restore the file"
-                    )
-                keys.append(k)
-            self.seen.update(keys)
-            if len(lines) > n_seen:  # lines appended after the last committed checkpoint
-                atomic_write_text(seen_path, "".join(t + "\n" for t in lines[:n_seen]))
-        elif seen_path.exists():
-            seen_path.unlink()
-        self.seen_committed = n_seen
-        self._log(f"resumed at iteration {self.iteration}")
-        return self
 
 
 def _next_multiple(i: int, n: int) -> int:
