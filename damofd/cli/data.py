@@ -29,7 +29,14 @@ HELP = "convert and check WIDER FACE annotations (labelv2), show augmented sampl
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="COMMAND")
     sub.required = True
+    _add_convert_parser(sub)
+    _add_check_parser(sub)
+    _add_show_parser(sub)
+    _add_subset_parser(sub)
 
+
+def _add_convert_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``damofd data convert``: WIDER txt / .mat / RetinaFace label.txt → labelv2."""
     conv = sub.add_parser(
         "convert",
         help="convert WIDER txt / WIDER .mat / RetinaFace label.txt to labelv2",
@@ -68,6 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     conv.set_defaults(_data_run=_run_convert, _error_prefix="damofd data convert")
 
+
+def _add_check_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``damofd data check``: every malformed line and missing image of a labelv2 file."""
     chk = sub.add_parser(
         "check",
         help="report every malformed line and missing image of a labelv2 file",
@@ -89,6 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     chk.set_defaults(_data_run=_run_check, _error_prefix="damofd data check")
 
+
+def _add_show_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``damofd data show``: augmented training samples with boxes and keypoints drawn."""
     show = sub.add_parser(
         "show",
         help="write augmented training samples with boxes and keypoints drawn",
@@ -111,6 +124,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("--no-photometric", action="store_true", help="skip colour distortion")
     show.set_defaults(_data_run=_run_show, _error_prefix="damofd data show")
 
+
+def _add_subset_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``damofd data subset``: part of a labelv2 file (events, names, fraction, first N)."""
     sub_ = sub.add_parser(
         "subset",
         help="write part of a labelv2 file: events, a name list, a seeded fraction, the first N",

@@ -71,6 +71,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="image files, folders (recursive), video files, http(s) URLs, a camera index, glob "
         "patterns, .txt lists of paths/URIs or .parquet/.csv tables with a path column",
     )
+    _add_model_args(parser)
+    _add_output_args(parser)
+    _add_input_args(parser)
+    _add_engine_args(parser)
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The model (``--model``/``--weights`` or ``--onnx``), backend, thresholds, size, runtime."""
     src = parser.add_argument_group("model (one of; default: the bundled default model)")
     src.add_argument(
         "--model",
@@ -118,6 +126,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="onnxruntime sessions sharing each batch (data parallel; default 2 on the CPU "
         "with ≥ 2 threads; 0: one session takes the whole batch)",
     )
+
+
+def _add_output_args(parser: argparse.ArgumentParser) -> None:
+    """Where and how results go: ``--out``, drawings, resuming, JSON lines, verbosity."""
     parser.add_argument(
         "--out",
         metavar="DIR",
@@ -139,6 +151,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also print each face's box and score under its image (--json for everything)",
     )
+
+
+def _add_input_args(parser: argparse.ArgumentParser) -> None:
+    """Videos/cameras (frames, tracking); input limits, URL timeout, progress bar, table column."""
     parser.add_argument("--camera", type=non_negative_int, help="read from this camera index")
     parser.add_argument(
         "--max-frames", type=positive_int, help="stop videos/cameras after N frames (N ≥ 1)"
@@ -176,6 +192,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="the column of paths/URIs in a Parquet/CSV INPUT table (default path)",
     )
+
+
+def _add_engine_args(parser: argparse.ArgumentParser) -> None:
+    """The ``engine`` group: this process, or actors on Ray Data (``--engine ray``)."""
     eng = parser.add_argument_group(
         "engine (--engine ray: many images on Ray Data, pip install 'damofd[ray]'; docs/ray.md)"
     )

@@ -246,14 +246,8 @@ def _check_nested(keep: dict[str, np.ndarray], paths: dict[str, Path]) -> None:
             )
 
 
-def load_wider_gt(gt_dir: str | os.PathLike[str]) -> WiderGroundTruth:
-    """Read the four official ``.mat`` files from ``gt_dir`` (the folder, or the path of one of
-    the four files: the others are read from the same folder).
-
-    Raises :class:`~damofd.errors.InputError` naming the file when one is missing, unreadable,
-    lacks a variable, disagrees with ``wider_face_val.mat`` about the images, or holds a keep
-    index outside ``1..N``.
-    """
+def _gt_folder(gt_dir: str | os.PathLike[str]) -> Path:
+    """The folder of the four files: ``gt_dir`` itself, or the folder of one of the four."""
     root = Path(gt_dir)
     if root.is_file():
         if root.name not in GT_FILES.values():
@@ -264,16 +258,14 @@ def load_wider_gt(gt_dir: str | os.PathLike[str]) -> WiderGroundTruth:
         root = root.parent  # one of the four files: read all four from its folder
     elif not root.is_dir():
         raise InputError(f"ground-truth folder {str(root)!r} does not exist")
-    face_path = root / GT_FILES["face"]
-    face = _loadmat(face_path, ("event_list", "file_list", "face_bbx_list"))
-    setting_mats = {
-        s: (
-            root / GT_FILES[s],
-            _loadmat(root / GT_FILES[s], ("event_list", "file_list", "gt_list")),
-        )
-        for s in SETTINGS
-    }
+    return root
 
+
+def _read_face_list(
+    face_path: Path, face: Mapping[str, Any]
+) -> tuple[list[str], list[str], list[str], list[np.ndarray]]:
+    """``wider_face_val.mat`` flattened: (event list, event of every image, name of every image,
+    (N_i, 4) boxes of every image)."""
     event_cells = _cells(face["event_list"])
     file_cells = _cells(face["file_list"])
     box_cells = _cells(face["face_bbx_list"])
@@ -307,7 +299,57 @@ def load_wider_gt(gt_dir: str | os.PathLike[str]) -> WiderGroundTruth:
             events.append(event)
             names.append(_cell_str(name_cell))
             boxes.append(b)
+    return event_names, events, names, boxes
 
+
+def _setting_keep(
+    path: Path,
+    mat: Mapping[str, Any],
+    event_names: list[str],
+    events: list[str],
+    names: list[str],
+    sizes: np.ndarray,
+    offsets: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(G,) kept-face mask and (n,) keep-list lengths of one ``wider_<setting>_val.mat``, after
+    checking that it lists the same events and images as ``wider_face_val.mat``."""
+    s_events = [_cell_str(c) for c in _cells(mat["event_list"])]
+    s_names = [_cell_str(c) for f in _cells(mat["file_list"]) for c in _cells(f)]
+    if s_events != event_names or s_names != names:
+        raise InputError(
+            f"{str(path)!r}: its event_list/file_list do not match {GT_FILES['face']} "
+            f"(mixed ground-truth files?)"
+        )
+    lists = [k for e_lists in _cells(mat["gt_list"]) for k in _cells(e_lists)]
+    if len(lists) != len(names):
+        raise InputError(
+            f"{str(path)!r}: gt_list covers {len(lists)} images, {GT_FILES['face']} has "
+            f"{len(names)}"
+        )
+    idx_per_image = [np.asarray(k).astype(np.int64).ravel() for k in lists]
+    return _keep_masks(idx_per_image, sizes, offsets, events, names, str(path))
+
+
+def load_wider_gt(gt_dir: str | os.PathLike[str]) -> WiderGroundTruth:
+    """Read the four official ``.mat`` files from ``gt_dir`` (the folder, or the path of one of
+    the four files: the others are read from the same folder).
+
+    Raises :class:`~damofd.errors.InputError` naming the file when one is missing, unreadable,
+    lacks a variable, disagrees with ``wider_face_val.mat`` about the images, or holds a keep
+    index outside ``1..N``.
+    """
+    root = _gt_folder(gt_dir)
+    face_path = root / GT_FILES["face"]
+    face = _loadmat(face_path, ("event_list", "file_list", "face_bbx_list"))
+    setting_mats = {
+        s: (
+            root / GT_FILES[s],
+            _loadmat(root / GT_FILES[s], ("event_list", "file_list", "gt_list")),
+        )
+        for s in SETTINGS
+    }
+
+    event_names, events, names, boxes = _read_face_list(face_path, face)
     sizes = np.array([len(b) for b in boxes], dtype=np.int64)
     offsets = np.zeros(len(boxes) + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])
@@ -316,23 +358,9 @@ def load_wider_gt(gt_dir: str | os.PathLike[str]) -> WiderGroundTruth:
     keep: dict[str, np.ndarray] = {}
     keep_counts: dict[str, np.ndarray] = {}
     for s, (path, mat) in setting_mats.items():
-        s_events = [_cell_str(c) for c in _cells(mat["event_list"])]
-        s_names = [_cell_str(c) for f in _cells(mat["file_list"]) for c in _cells(f)]
-        if s_events != event_names or s_names != names:
-            raise InputError(
-                f"{str(path)!r}: its event_list/file_list do not match {GT_FILES['face']} "
-                f"(mixed ground-truth files?)"
-            )
-        lists = [k for e_lists in _cells(mat["gt_list"]) for k in _cells(e_lists)]
-        if len(lists) != len(names):
-            raise InputError(
-                f"{str(path)!r}: gt_list covers {len(lists)} images, {GT_FILES['face']} has "
-                f"{len(names)}"
-            )
-        idx_per_image = [np.asarray(k).astype(np.int64).ravel() for k in lists]
-        mask, counts = _keep_masks(idx_per_image, sizes, offsets, events, names, str(path))
-        keep[s] = mask
-        keep_counts[s] = counts
+        keep[s], keep_counts[s] = _setting_keep(
+            path, mat, event_names, events, names, sizes, offsets
+        )
 
     _check_nested(keep, {s: path for s, (path, _) in setting_mats.items()})
     return WiderGroundTruth(

@@ -355,7 +355,8 @@ def _locate_bad_token(headers: list[_Header], bodies: list[bytes]) -> InputError
 NEGATIVE_SIZE_TOLERANCE = 1.0
 
 
-def _parse_files(files: Iterable[tuple[str, str, bytes]], check_count: bool) -> WiderPredictions:
+def _read_headers(files: Iterable[tuple[str, str, bytes]]) -> tuple[list[_Header], list[bytes]]:
+    """Header (lines 1–2) and body (the rest) of every file; error when there is none."""
     headers: list[_Header] = []
     bodies: list[bytes] = []
     for source, rel, raw in files:
@@ -364,24 +365,22 @@ def _parse_files(files: Iterable[tuple[str, str, bytes]], check_count: bool) -> 
         bodies.append(body)
     if not headers:
         raise InputError("no prediction files (*.txt) found")
+    return headers, bodies
 
-    n_files = len(headers)
-    # Join the bodies, one file per block of lines; body k starts at global line first_line[k].
-    lines_per_body = np.array([b.count(b"\n") + 1 for b in bodies], dtype=np.int64)
-    first_line = np.zeros(n_files + 1, dtype=np.int64)
-    np.cumsum(lines_per_body, out=first_line[1:])
-    big = b"\n".join(bodies)
-    buf = np.frombuffer(big, dtype=np.uint8)
 
-    # Tokens per line, on the raw bytes: a token starts at a non-blank byte after a blank one.
+def _token_starts(buf: np.ndarray) -> np.ndarray:
+    """Byte offset of every token of ``buf``: a non-blank byte after a blank one (or at 0)."""
     blank = buf <= 32
     starts = np.flatnonzero(~blank[1:] & blank[:-1]) + 1
     if buf.size and not blank[0]:
         starts = np.concatenate(([0], starts))
-    newlines = np.flatnonzero(buf == 10)
-    token_line = np.searchsorted(newlines, starts)  # global line of every token
-    n_lines = int(first_line[-1])
-    per_line = np.bincount(token_line, minlength=n_lines)
+    return starts
+
+
+def _check_tokens_per_line(
+    per_line: np.ndarray, first_line: np.ndarray, headers: list[_Header], bodies: list[bytes]
+) -> None:
+    """Every line holds 0 or 5 tokens; else an error naming the first offending line."""
     bad = np.flatnonzero((per_line != 0) & (per_line != 5))
     if bad.size:
         g = int(bad[0])
@@ -393,35 +392,43 @@ def _parse_files(files: Iterable[tuple[str, str, bytes]], check_count: bool) -> 
             f"{headers[k].source}:{local + 3}: expected 5 numbers 'x y w h score', found "
             f"{int(per_line[g])}: {line!r}{more}"
         )
-    line_file = np.repeat(np.arange(n_files), lines_per_body)
-    rows_per_file = np.bincount(line_file[per_line == 5], minlength=n_files)
-    if check_count:
-        declared = np.array([h.count for h in headers], dtype=np.int64)
-        wrong = np.flatnonzero(declared != rows_per_file)
-        if wrong.size:
-            k = int(wrong[0])
-            more = f" ({wrong.size} files disagree)" if wrong.size > 1 else ""
-            raise InputError(
-                f"{headers[k].source}:2: declares {declared[k]} boxes but holds "
-                f"{rows_per_file[k]} rows{more} (truncated file? check_count=False / "
-                f"--no-count-check to use the rows as they are)"
-            )
 
-    n_tokens = int(starts.size)
+
+def _check_counts(headers: list[_Header], rows_per_file: np.ndarray) -> None:
+    """Line 2 of every file equals its number of rows; else an error naming the first file."""
+    declared = np.array([h.count for h in headers], dtype=np.int64)
+    wrong = np.flatnonzero(declared != rows_per_file)
+    if wrong.size:
+        k = int(wrong[0])
+        more = f" ({wrong.size} files disagree)" if wrong.size > 1 else ""
+        raise InputError(
+            f"{headers[k].source}:2: declares {declared[k]} boxes but holds "
+            f"{rows_per_file[k]} rows{more} (truncated file? check_count=False / "
+            f"--no-count-check to use the rows as they are)"
+        )
+
+
+def _convert_values(
+    big: bytes, n_tokens: int, headers: list[_Header], bodies: list[bytes]
+) -> np.ndarray:
+    """The ``n_tokens`` numbers of the joined bodies ``big``, float64, all finite."""
     if n_tokens == 0:
-        values = np.zeros(0, dtype=np.float64)
-    else:
-        try:
-            values = np.fromstring(big.decode("ascii"), dtype=np.float64, sep=" ")
-        except (ValueError, UnicodeDecodeError):
-            raise _locate_bad_token(headers, bodies) from None
-        if values.size != n_tokens:
-            raise _locate_bad_token(headers, bodies)
-        if not np.isfinite(values).all():
-            raise _locate_bad_token(headers, bodies)
-    offsets = np.zeros(n_files + 1, dtype=np.int64)
-    np.cumsum(rows_per_file, out=offsets[1:])
-    rows = values.reshape(-1, 5)
+        return np.zeros(0, dtype=np.float64)
+    try:
+        values = np.fromstring(big.decode("ascii"), dtype=np.float64, sep=" ")
+    except (ValueError, UnicodeDecodeError):
+        raise _locate_bad_token(headers, bodies) from None
+    if values.size != n_tokens:
+        raise _locate_bad_token(headers, bodies)
+    if not np.isfinite(values).all():
+        raise _locate_bad_token(headers, bodies)
+    return values
+
+
+def _check_sizes(
+    rows: np.ndarray, offsets: np.ndarray, headers: list[_Header], bodies: list[bytes]
+) -> None:
+    """No width or height below ``-NEGATIVE_SIZE_TOLERANCE``; else an error naming the line."""
     neg = np.flatnonzero(
         (rows[:, 2] < -NEGATIVE_SIZE_TOLERANCE) | (rows[:, 3] < -NEGATIVE_SIZE_TOLERANCE)
     )
@@ -440,6 +447,34 @@ def _parse_files(files: Iterable[tuple[str, str, bytes]], check_count: bool) -> 
             f"(x1 y1 x2 y2 written instead?)"
             f"{more}"
         )
+
+
+def _parse_files(files: Iterable[tuple[str, str, bytes]], check_count: bool) -> WiderPredictions:
+    headers, bodies = _read_headers(files)
+    n_files = len(headers)
+    # Join the bodies, one file per block of lines; body k starts at global line first_line[k].
+    lines_per_body = np.array([b.count(b"\n") + 1 for b in bodies], dtype=np.int64)
+    first_line = np.zeros(n_files + 1, dtype=np.int64)
+    np.cumsum(lines_per_body, out=first_line[1:])
+    big = b"\n".join(bodies)
+    buf = np.frombuffer(big, dtype=np.uint8)
+
+    # Tokens per line, on the raw bytes.
+    starts = _token_starts(buf)
+    newlines = np.flatnonzero(buf == 10)
+    token_line = np.searchsorted(newlines, starts)  # global line of every token
+    per_line = np.bincount(token_line, minlength=int(first_line[-1]))
+    _check_tokens_per_line(per_line, first_line, headers, bodies)
+    line_file = np.repeat(np.arange(n_files), lines_per_body)
+    rows_per_file = np.bincount(line_file[per_line == 5], minlength=n_files)
+    if check_count:
+        _check_counts(headers, rows_per_file)
+
+    values = _convert_values(big, int(starts.size), headers, bodies)
+    offsets = np.zeros(n_files + 1, dtype=np.int64)
+    np.cumsum(rows_per_file, out=offsets[1:])
+    rows = values.reshape(-1, 5)
+    _check_sizes(rows, offsets, headers, bodies)
     return WiderPredictions(
         names=tuple(h.name for h in headers),
         events=tuple(h.event for h in headers),

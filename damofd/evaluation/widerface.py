@@ -413,6 +413,63 @@ def _align(
     return np.arange(len(gt)), pred_of_gt
 
 
+def _gather_rows(
+    preds: WiderPredictions, pred_img: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of the prediction images ``pred_img``, in that (ground-truth image) order:
+    (rows (N, 5), per-image offsets (n + 1,), image of every row (N,), rows per image (n,))."""
+    starts = preds.offsets[pred_img]
+    sizes = preds.offsets[pred_img + 1] - starts
+    p_off = np.zeros(len(pred_img) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=p_off[1:])
+    image_of_row = np.repeat(np.arange(len(pred_img)), sizes)
+    rows = concat_ranges(starts, sizes)
+    return preds.data[rows], p_off, image_of_row, sizes
+
+
+def _evaluate_setting(
+    s: str,
+    g: WiderGroundTruth,
+    pred_idx: np.ndarray,
+    gt_idx: np.ndarray,
+    evaluated: np.ndarray,
+    first_k: np.ndarray,
+    n_t: int,
+) -> SettingResult:
+    """Steps 3–5 of the protocol for setting ``s``, from the shared matching: a prediction
+    matched to an ignore GT is not a proposal; a kept GT is recalled by its first (highest
+    score) matching prediction; PR curve over the thresholds; AP."""
+    kept = g.keep[s][gt_idx]
+    proposal = evaluated.copy()
+    proposal[pred_idx[~kept]] = False
+    hit_pred, hit_gt = pred_idx[kept], gt_idx[kept]
+    _, first = np.unique(hit_gt, return_index=True)
+    recalled = _count_at_or_above(first_k[hit_pred[first]], n_t).astype(np.float64)
+    proposals = _count_at_or_above(first_k[proposal], n_t).astype(np.float64)
+    count_face = int(g.keep_counts[s].sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = recalled / proposals
+        recall = recalled / count_face
+    if count_face == 0:
+        warnings.warn(
+            f"{s}: no kept faces in the evaluated images, AP is undefined (NaN)",
+            RuntimeWarning,
+            stacklevel=3,  # the caller of evaluate_wider
+        )
+        ap = math.nan
+    else:
+        ap = voc_ap(recall, precision)
+    return SettingResult(
+        s,
+        ap,
+        count_face,
+        precision,
+        recall,
+        proposals.astype(np.int64),
+        recalled.astype(np.int64),
+    )
+
+
 def evaluate_wider(
     predictions: PredictionsLike,
     gt: str | os.PathLike[str] | WiderGroundTruth,
@@ -464,15 +521,7 @@ def evaluate_wider(
     used, pred_img = _align(gt_all, preds, subset)
     g = gt_all if used.size == len(gt_all) else gt_all.select(used)  # used is sorted
 
-    # Gather the rows of the used images, in ground-truth image order.
-    starts = preds.offsets[pred_img]
-    sizes = preds.offsets[pred_img + 1] - starts
-    total = int(sizes.sum())
-    p_off = np.zeros(len(used) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=p_off[1:])
-    image_of_row = np.repeat(np.arange(len(used)), sizes)
-    rows = concat_ranges(starts, sizes)
-    data = preds.data[rows]
+    data, p_off, image_of_row, sizes = _gather_rows(preds, pred_img)
 
     order, resorted = _stable_sort_desc(data[:, 4], image_of_row)
     if resorted:
@@ -488,36 +537,8 @@ def evaluate_wider(
     n_t = len(thresholds)
     first_k = _first_threshold(score, thresholds)
     results: dict[str, SettingResult] = {}
-    for s in SETTINGS:
-        kept = g.keep[s][gt_idx]
-        proposal = evaluated.copy()
-        proposal[pred_idx[~kept]] = False
-        hit_pred, hit_gt = pred_idx[kept], gt_idx[kept]
-        _, first = np.unique(hit_gt, return_index=True)
-        recalled = _count_at_or_above(first_k[hit_pred[first]], n_t).astype(np.float64)
-        proposals = _count_at_or_above(first_k[proposal], n_t).astype(np.float64)
-        count_face = int(g.keep_counts[s].sum())
-        with np.errstate(invalid="ignore", divide="ignore"):
-            precision = recalled / proposals
-            recall = recalled / count_face
-        if count_face == 0:
-            warnings.warn(
-                f"{s}: no kept faces in the evaluated images, AP is undefined (NaN)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            ap = math.nan
-        else:
-            ap = voc_ap(recall, precision)
-        results[s] = SettingResult(
-            s,
-            ap,
-            count_face,
-            precision,
-            recall,
-            proposals.astype(np.int64),
-            recalled.astype(np.int64),
-        )
+    for s in SETTINGS:  # a loop, not a comprehension: the warning's stacklevel counts frames
+        results[s] = _evaluate_setting(s, g, pred_idx, gt_idx, evaluated, first_k, n_t)
     timings["evaluate"] = time.perf_counter() - t2
 
     return WiderResult(
@@ -526,7 +547,7 @@ def evaluate_wider(
         images=len(used),
         images_total=len(gt_all),
         images_matched=int((has_gt & (sizes > 0)).sum()),
-        predictions=total,
+        predictions=int(sizes.sum()),
         resorted_images=resorted,
         score_range=(s_min, s_max),
         subset=subset,
