@@ -59,9 +59,12 @@ def server():
     tmp = Path(__import__("tempfile").mkdtemp())
     onnx = make_scrfd_like_onnx(tmp / "m.onnx", strides=(8, 16, 32), num_anchors=2, batched=True)
     det = _SlowDetector(FaceDetector.from_onnx(onnx, workers=0, threads=1, score_thr=0.02))
+    # request_timeout_s just under the clients' 60 s: a CI machine loaded by other jobs can take
+    # well over the default 30 s to clear 16 queued requests (504s were seen at load 7 on 2 cores)
     cfg = ServeConfig(
-        max_batch_size=8, batch_timeout_ms=30, max_body_mb=1, score_thr=0.5, allow_urls=True
-    )
+        max_batch_size=8, batch_timeout_ms=30, max_body_mb=1, score_thr=0.5, allow_urls=True,
+        request_timeout_s=55,
+    )  # fmt: skip
     app = create_app(det, cfg, model_name="synthetic")
     with running_server(app) as (base, _srv):
         yield base, det
