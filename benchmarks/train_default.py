@@ -528,6 +528,65 @@ def stage_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_curve(work_dir: Path, epochs: list[int], a: dict[str, Path]) -> dict[int, Any]:
+    """vga AP of ``work_dir/epoch_N.pth`` for each N (the in-training validation's protocol:
+    the val subset, score 0.02), for epochs an arm's log has no validation of."""
+    from damofd.engine.wider_eval import run_wider_eval
+
+    out = {}
+    for n in epochs:
+        ckpt = work_dir / f"epoch_{n}.pth"
+        if ckpt.is_file():
+            run = run_wider_eval(
+                str(ckpt), a["val"], a["gt"], subset=True, threads=2,
+                work_dir=RUNS / "eval" / f"{work_dir.name}-epoch_{n}",
+            )  # fmt: skip
+            out[n] = {k: float(getattr(run.result, k)) for k in SETTINGS}
+    return out
+
+
+def stage_pair(args: argparse.Namespace) -> int:
+    """Two arms of the same ``--epochs`` patch schedule side by side, epoch by epoch, from their
+    in-training validations; ``--fill`` scores saved checkpoints where one arm has none."""
+    from damofd.io import atomic_write_text
+
+    arms = ((NAME, args.init), (args.model, "official"))
+    dirs = {m: _dirs(m, args.epochs, init)[0] for m, init in arms}
+    curves = {m: {r["epoch"]: r for r in _val_curve(d)} for m, d in dirs.items()}
+    epochs = sorted(set().union(*curves.values()))
+    if args.fill:
+        a = _assets()
+        for m, d in dirs.items():
+            missing = [n for n in epochs if n not in curves[m]]
+            for n, ap in _checkpoint_curve(d, missing, a).items():
+                curves[m][n] = {"epoch": n, **ap, "source": f"epoch_{n}.pth, damofd eval"}
+    rows = []
+    print(f"\n| epoch | {NAME} E / M / H | {args.model} E / M / H | DamoFD − SCRFD (points) |")
+    print("| --- | --- | --- | --- |")
+    for n in epochs:
+        if all(n in c for c in curves.values()):
+            d, o = curves[NAME][n], curves[args.model][n]
+            rows.append({"epoch": n, NAME: {k: d[k] for k in SETTINGS},
+                         args.model: {k: o[k] for k in SETTINGS}})  # fmt: skip
+            print(f"| {n} | {' / '.join(f'{d[x]:.3f}' for x in SETTINGS)} | "
+                  f"{' / '.join(f'{o[x]:.3f}' for x in SETTINGS)} | "
+                  f"{' / '.join(f'{100 * (d[x] - o[x]):+.1f}' for x in SETTINGS)} |")  # fmt: skip
+    result = {
+        "arms": {m: str(d) for m, d in dirs.items()},
+        "patch_epochs": args.epochs,
+        "damofd_backbone_init": args.init,
+        "protocol": "val subset (358 images), vga, score 0.02",
+        "identical": "recipe, seed 0, data (1,177 train images), schedule and sample count",
+        "curve": rows,
+        "published_deltas_ap_percent": PUBLISHED_DELTAS,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"pair_{NAME}_vs_{args.model}-e{args.epochs}.json"
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="stage", required=True)
@@ -559,8 +618,12 @@ def main(argv: list[str] | None = None) -> int:
     cmp_ = sub.add_parser("compare", help="DamoFD (the default's run) vs another arm, same recipe")
     cmp_.add_argument("--model", default="scrfd-500m-kps", help="the other arm (scrfd-500m-kps)")
     cmp_.add_argument("--epochs", type=int, default=PATCH_EPOCHS, help="patch epochs of the arm")
+    pair = sub.add_parser("pair", help="two arms of one --epochs schedule, epoch by epoch")
+    pair.add_argument("--model", default="scrfd-500m-kps", help="the other arm (scrfd-500m-kps)")
+    pair.add_argument("--epochs", type=int, default=PATCH_EPOCHS, help="patch epochs of both arms")
+    pair.add_argument("--fill", action="store_true", help="score checkpoints missing a validation")
     init_help = "backbone conv init of the run: official (xavier gain 3.26) or kaiming"
-    for p in (sub.choices["patch"], sub.choices["finetune"], b, c, cmp_):
+    for p in (sub.choices["patch"], sub.choices["finetune"], b, c, cmp_, pair):
         p.add_argument("--init", choices=INIT_SCHEMES, default="official", help=init_help)
     args = ap.parse_args(argv)
     return {
@@ -571,6 +634,7 @@ def main(argv: list[str] | None = None) -> int:
         "bundle": stage_bundle,
         "card": stage_card,
         "compare": stage_compare,
+        "pair": stage_pair,
     }[args.stage](args)
 
 
