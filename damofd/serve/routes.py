@@ -26,6 +26,12 @@ from damofd.serve.batcher import BatchStats, DynamicBatcher
 PAGE = Path(__file__).with_name("page.html")
 
 # the request body of the image endpoints, for the OpenAPI schema
+_OPTION_FIELDS = {
+    "score_thr": {"type": "number"},
+    "max_faces": {"type": "integer"},
+    "return_landmarks": {"type": "boolean"},
+}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
 BODY_DOC = {
     "requestBody": {
         "content": {
@@ -34,9 +40,7 @@ BODY_DOC = {
                     "type": "object",
                     "properties": {
                         "image": {"type": "string", "format": "binary"},
-                        "score_thr": {"type": "number"},
-                        "max_faces": {"type": "integer"},
-                        "return_landmarks": {"type": "boolean"},
+                        **_OPTION_FIELDS,
                     },
                 }
             },
@@ -46,14 +50,12 @@ BODY_DOC = {
                     "properties": {
                         "image": {"type": "string", "format": "byte"},
                         "url": {"type": "string"},
-                        "score_thr": {"type": "number"},
-                        "max_faces": {"type": "integer"},
-                        "return_landmarks": {"type": "boolean"},
+                        **_OPTION_FIELDS,
                     },
                 }
             },
-            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "image/jpeg": _BINARY,
+            "application/octet-stream": _BINARY,
         }
     }
 }

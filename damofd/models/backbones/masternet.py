@@ -56,7 +56,6 @@ __all__ = [
     "ConvKX",
     "FCLinear",
     "INIT_GAIN",
-    "INIT_SCHEMES",
     "MasterNet",
     "MasterReLU",
     "ResUnit",
@@ -66,7 +65,6 @@ __all__ = [
 
 INIT_GAIN = 3.26033
 """Gain of the official ``xavier_normal_`` conv init (reference ``init_weights``)."""
-INIT_SCHEMES = BACKBONE_INIT_SCHEMES
 
 BN_EPS = 1e-3
 """MasterNet sets every BatchNorm2d eps to 1e-3 after construction (spec §2.2, trap §10.12)."""
@@ -444,15 +442,15 @@ class MasterNet(nn.Module):
 
         ``official`` (``mmdet/models/backbones/masternet.py``): conv
         ``xavier_normal_(gain=3.26033)``. ``kaiming``: conv ``kaiming_normal_`` (fan_out, ReLU),
-        the scale of SCRFD's backbones: the official gain starts DamoFD's convs at a median 2.5×
-        that scale, which under BatchNorm divides the effective learning rate (lr/‖w‖²) of a
-        short schedule by about 6. Both: conv bias 0; BN γ = 1, β = 0; Linear
+        the scale of SCRFD's backbones (the official gain starts DamoFD's convs at a median 2.5×
+        that scale; on a short CPU schedule Kaiming trained no better, docs/model-card.md).
+        Both: conv bias 0; BN γ = 1, β = 0; Linear
         N(0, 3.26033·√(2/(fan_in+fan_out))), bias 0; then the **last BN γ of every residual
         unit is set to 0** (so each unit starts as its shortcut). ``generator`` (optional, for
         reproducible draws) must live on the parameters' device.
         """
-        if scheme not in INIT_SCHEMES:
-            raise InputError(f"init scheme must be one of {INIT_SCHEMES}, got {scheme!r}")
+        if scheme not in BACKBONE_INIT_SCHEMES:
+            raise InputError(f"init scheme must be one of {BACKBONE_INIT_SCHEMES}, got {scheme!r}")
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 if scheme == "kaiming":
