@@ -4,6 +4,7 @@ Examples::
 
     damofd eval-wider --pred widerface_txt.tar.gz --gt ground_truth/
     damofd eval-wider --pred preds/ --gt ground_truth/ --subset --json --out ap.json --plot pr.png
+    damofd eval-wider --pred runs/eval/damofd-0.5g-kps-vga --gt ground_truth/ --subset --by-size
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 HELP = "WIDER FACE AP of a folder or tar archive of prediction files"
 
@@ -57,10 +59,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="T",
         help="IoU threshold of a match (protocol: 0.5)",
     )
+    parser.add_argument(
+        "--allow-inverted",
+        action="store_true",
+        help="accept rows with a negative width or height (a detector's inverted boxes, as "
+        "`damofd eval` writes them; the protocol counts them as false positives)",
+    )
+    parser.add_argument(
+        "--by-size",
+        nargs="?",
+        const="hard",
+        choices=("easy", "medium", "hard"),
+        metavar="SETTING",
+        help="also print the recall of the setting's faces (default hard) per face size "
+        "(sqrt(w*h) px), with the mean best IoU: where the detector fails",
+    )
+    parser.add_argument(
+        "--size-score-thr",
+        type=float,
+        default=0.5,
+        metavar="T",
+        help="score a prediction needs to find a face in --by-size (default 0.5)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from damofd.evaluation.plot import plot_pr_curves, require_matplotlib
+    from damofd.evaluation.predictions import read_predictions
+    from damofd.evaluation.size_recall import recall_by_size
     from damofd.evaluation.widerface import evaluate_wider
     from damofd.io import atomic_write_json, ensure_writable_file
 
@@ -70,19 +96,29 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         require_matplotlib()
         ensure_writable_file(args.plot, "--plot", "pr.png")
-    result = evaluate_wider(
-        args.pred,
-        args.gt,
-        subset=args.subset,
-        iou_thresh=args.iou,
-        check_count=not args.no_count_check,
+    t0 = time.perf_counter()
+    preds = read_predictions(
+        args.pred, check_count=not args.no_count_check, allow_inverted=args.allow_inverted
     )
+    read_s = time.perf_counter() - t0
+    result = evaluate_wider(preds, args.gt, subset=args.subset, iou_thresh=args.iou)
+    result.timings["read_predictions"] = read_s
+    by_size = None
+    if args.by_size:
+        by_size = recall_by_size(
+            preds, args.gt, setting=args.by_size, score_thr=args.size_score_thr,
+            iou_thresh=args.iou, subset=args.subset,
+        )  # fmt: skip
     summary = result.to_dict()
+    if by_size is not None:
+        summary["by_size"] = by_size.to_dict()
     summary["pred"] = str(args.pred)
     summary["gt"] = str(args.gt)
     if args.out:
         full = result.to_dict(curves=True)
         full.update(pred=str(args.pred), gt=str(args.gt))
+        if by_size is not None:
+            full["by_size"] = by_size.to_dict()
         atomic_write_json(args.out, full)
     if args.plot:
         plot_pr_curves(result, args.plot, title=f"WIDER FACE val: {args.pred}")
@@ -94,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
             result.table() + f"\ntime: read ground truth {t['read_gt']:.2f} s, predictions "
             f"{t['read_predictions']:.2f} s, evaluate {t['evaluate']:.2f} s\n"
         )
+        if by_size is not None:
+            sys.stdout.write(by_size.table() + "\n")
         if args.out:
             sys.stdout.write(f"wrote {args.out}\n")
         if args.plot:

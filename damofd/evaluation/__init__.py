@@ -17,6 +17,12 @@ from damofd.evaluation.predictions import (
     predictions_from_mapping,
     read_predictions,
 )
+from damofd.evaluation.size_recall import (
+    DEFAULT_SIZE_EDGES,
+    SizeBin,
+    SizeRecall,
+    recall_by_size,
+)
 from damofd.evaluation.widerface import (
     SettingResult,
     WiderResult,
@@ -28,10 +34,13 @@ from damofd.evaluation.widerface import (
 )
 
 __all__ = [
+    "DEFAULT_SIZE_EDGES",
     "GT_FILES",
     "SETTINGS",
     "PlotUnavailableError",
     "SettingResult",
+    "SizeBin",
+    "SizeRecall",
     "WiderGroundTruth",
     "WiderPredictions",
     "WiderResult",
@@ -44,5 +53,6 @@ __all__ = [
     "pr_thresholds",
     "predictions_from_mapping",
     "read_predictions",
+    "recall_by_size",
     "voc_ap",
 ]

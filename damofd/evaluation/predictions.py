@@ -444,12 +444,16 @@ def _check_sizes(
         raise InputError(
             f"{headers[k].source}:{local + 3}: negative width or height "
             f"(w={rows[r, 2]:g}, h={rows[r, 3]:g}); rows are 'x y w h score' with w, h >= 0 "
-            f"(x1 y1 x2 y2 written instead?)"
-            f"{more}"
+            f"(a sign error?){more}. A detector's own inverted boxes (negative distances of an "
+            f"under-trained model, which `damofd eval` writes as they come) are legitimate: "
+            f"allow_inverted=True (--allow-inverted) scores them as the protocol does, as "
+            f"zero-overlap false positives"
         )
 
 
-def _parse_files(files: Iterable[tuple[str, str, bytes]], check_count: bool) -> WiderPredictions:
+def _parse_files(
+    files: Iterable[tuple[str, str, bytes]], check_count: bool, allow_inverted: bool = False
+) -> WiderPredictions:
     headers, bodies = _read_headers(files)
     n_files = len(headers)
     # Join the bodies, one file per block of lines; body k starts at global line first_line[k].
@@ -474,7 +478,8 @@ def _parse_files(files: Iterable[tuple[str, str, bytes]], check_count: bool) -> 
     offsets = np.zeros(n_files + 1, dtype=np.int64)
     np.cumsum(rows_per_file, out=offsets[1:])
     rows = values.reshape(-1, 5)
-    _check_sizes(rows, offsets, headers, bodies)
+    if not allow_inverted:
+        _check_sizes(rows, offsets, headers, bodies)
     return WiderPredictions(
         names=tuple(h.name for h in headers),
         events=tuple(h.event for h in headers),
@@ -484,13 +489,18 @@ def _parse_files(files: Iterable[tuple[str, str, bytes]], check_count: bool) -> 
     )
 
 
-def read_predictions(path: str | os.PathLike[str], *, check_count: bool = True) -> WiderPredictions:
+def read_predictions(
+    path: str | os.PathLike[str], *, check_count: bool = True, allow_inverted: bool = False
+) -> WiderPredictions:
     """Read a folder or tar archive of per-image prediction ``.txt`` files (see module doc).
 
     Args:
         path: folder (searched recursively) or tar archive (read in memory).
         check_count: require line 2 of every file to equal its number of rows (default). With
             False the rows are used as they are.
+        allow_inverted: accept rows with a negative width or height (a detector's inverted
+            boxes; the protocol gives them IoU 0 with every face, so they count as false
+            positives). Default: such a row is an error naming its file and line.
 
     Returns:
         :class:`WiderPredictions` with rows in file order (not yet sorted, not normalised).
@@ -507,7 +517,7 @@ def read_predictions(path: str | os.PathLike[str], *, check_count: bool = True) 
     else:
         raise InputError(f"prediction path {str(p)!r} does not exist")
     try:
-        return _parse_files(files, check_count)
+        return _parse_files(files, check_count, allow_inverted)
     except InputError as e:
         if str(e).startswith("no prediction files"):
             raise InputError(f"no prediction files (*.txt) found in {str(p)!r}") from None

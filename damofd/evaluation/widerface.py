@@ -355,13 +355,15 @@ def _count_at_or_above(first: np.ndarray, num: int) -> np.ndarray:
 # driver
 
 
-def _as_predictions(predictions: PredictionsLike, check_count: bool) -> WiderPredictions:
+def _as_predictions(
+    predictions: PredictionsLike, check_count: bool, allow_inverted: bool = False
+) -> WiderPredictions:
     if isinstance(predictions, WiderPredictions):
         return predictions
     if isinstance(predictions, Mapping):
         return predictions_from_mapping(predictions)
     if isinstance(predictions, (str, os.PathLike)):
-        return read_predictions(predictions, check_count=check_count)
+        return read_predictions(predictions, check_count=check_count, allow_inverted=allow_inverted)
     raise InputError(
         f"predictions must be a folder/archive path, a mapping name → (N, 5) array or "
         f"WiderPredictions, got {type(predictions).__name__}"
@@ -478,6 +480,7 @@ def evaluate_wider(
     iou_thresh: float = 0.5,
     thresh_num: int = 1000,
     check_count: bool = True,
+    allow_inverted: bool = False,
 ) -> WiderResult:
     """WIDER FACE Easy/Medium/Hard AP of ``predictions`` (reference-spec §6).
 
@@ -496,6 +499,8 @@ def evaluate_wider(
         iou_thresh: match threshold in (0, 1] (protocol: 0.5).
         thresh_num: number of score thresholds (protocol: 1000).
         check_count: for files, require line 2 to equal the number of rows.
+        allow_inverted: for files, accept rows with a negative width or height (a detector's
+            inverted boxes, zero-overlap false positives under the protocol).
 
     Returns:
         :class:`WiderResult`; ``result.easy`` etc. are fractions in [0, 1].
@@ -513,7 +518,7 @@ def evaluate_wider(
     t0 = time.perf_counter()
     gt_all = gt if isinstance(gt, WiderGroundTruth) else load_wider_gt(gt)
     t1 = time.perf_counter()
-    preds = _as_predictions(predictions, check_count)
+    preds = _as_predictions(predictions, check_count, allow_inverted)
     t2 = time.perf_counter()
     timings["read_gt"] = t1 - t0
     timings["read_predictions"] = t2 - t1
