@@ -1,0 +1,176 @@
+"""Is it DamoFD's backbone or its head? Two experiments on the default's patch recipe.
+
+DamoFD-0.5G-KPS and SCRFD-500M-KPS differ in two places: the backbone (DDSAR-searched MasterNet
+vs MobileNetV1) and the head (DamoFD: one GroupNorm head shared by the three levels with a
+learned Scale per level; SCRFD's KPS models: one BatchNorm head per level, no Scale). Both
+experiments keep everything else identical (recipe, seed, data, crop scales)::
+
+    python benchmarks/head_swap.py swap --arm runs/arm-damofd-0.5g-kps-e80   # ~25 min
+    python benchmarks/head_swap.py scratch [--epochs 160] [--minutes M]       # resumable
+    python benchmarks/head_swap.py report
+
+``swap`` takes the trained backbone and neck of a DamoFD arm (its ``latest.pth`` without the
+head), puts a fresh head of each kind on it and trains both for ``--swap-epochs`` (12) epochs of
+320-px patches (lr 0.01 cosine, 100 warm-up iterations): with the body fixed at the start, the
+difference is the head's. ``scratch`` trains DamoFD's backbone with SCRFD-500M-KPS's head from
+scratch on the default's patch schedule, so its in-training AP curve sits beside the DamoFD and
+SCRFD arms of the same schedule. ``report`` writes ``benchmarks/results/head_swap.json``.
+
+The detector of the BN-head arms is written to ``runs/cfg/damofd-0.5g-kps-bnhead.json`` (a
+``damofd train`` config: the zoo model with ``detector`` replaced) and recorded in every
+checkpoint, so ``damofd eval``/``export`` take those checkpoints as they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from train_default import (
+    CROP_320,
+    NAME,
+    PATCH_ARGS,
+    PATCH_EPOCHS,
+    RESULTS,
+    RUNS,
+    SETTINGS,
+    _assets,
+    _damofd,
+    _resume_flag,
+    _train_common,
+    _val_curve,
+)
+
+CFG = RUNS / "cfg"
+BN_HEAD_FROM = "scrfd-500m-kps"
+SWAP_ARGS = [
+    "--patch-size", "320", "--lr-policy", "cosine", "--lr", "0.01", "--warmup-iters", "100",
+    "--batch-size", "8", "--workers", "1", "--threads", "2", "--device", "cpu", "--seed", "0",
+    "--checkpoint-every-iters", "200", "--no-progress",
+]  # fmt: skip
+
+
+def bn_head_config() -> Path:
+    """``runs/cfg/damofd-0.5g-kps-bnhead.json``: DamoFD-0.5G-KPS with SCRFD-500M-KPS's head."""
+    import dataclasses
+
+    from damofd.io import atomic_write_text
+    from damofd.models.zoo import get_config
+
+    det = dataclasses.replace(get_config(NAME), head=get_config(BN_HEAD_FROM).head)
+    out = CFG / f"{NAME}-bnhead.json"
+    CFG.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps({"model": NAME, "detector": det.to_dict()}, indent=1) + "\n")
+    return out
+
+
+def _scratch_dir(epochs: int) -> Path:
+    return (
+        RUNS / f"arm-{NAME}-bnhead"
+        if epochs == PATCH_EPOCHS
+        else RUNS / f"arm-{NAME}-bnhead-e{epochs}"
+    )
+
+
+def _body(arm: Path) -> Path:
+    """The arm's latest.pth without the head: ``runs/cfg/<arm>-body.pth``."""
+    import torch
+
+    from damofd.io import atomic_torch_save
+
+    ckpt = torch.load(arm / "latest.pth", map_location="cpu", weights_only=False)
+    sd = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("bbox_head.")}
+    out = CFG / f"{arm.resolve().name}-body.pth"
+    CFG.mkdir(parents=True, exist_ok=True)
+    meta = {k: ckpt["meta"][k] for k in ("epoch", "iter") if k in ckpt.get("meta", {})}
+    atomic_torch_save(out, {"meta": meta, "state_dict": sd})
+    return out
+
+
+def stage_swap(args: argparse.Namespace) -> int:
+    a = _assets()
+    arm = Path(args.arm)
+    body = _body(arm)
+    models = {"gn": NAME, "bn": str(bn_head_config())}
+    for head, model in models.items():
+        wd = RUNS / f"swap-{arm.resolve().name}-{head}"
+        epochs = ["--epochs", str(args.swap_epochs), "--eval-every", str(args.swap_epochs)]
+        pin = ["--set", f"data.crop_choice={CROP_320}"]
+        start = _resume_flag(wd) or ["--load-from", str(body), "--no-strict"]
+        rc = _damofd(_train_common(a, wd, model) + SWAP_ARGS + epochs + pin + start)
+        if rc:
+            return rc
+    return 0
+
+
+def stage_scratch(args: argparse.Namespace) -> int:
+    a = _assets()
+    wd = _scratch_dir(args.epochs)
+    limit = ["--time-limit", str(args.minutes)] if args.minutes else []
+    pin = ["--set", f"data.crop_choice={CROP_320}", "--set", "backbone_init=official"]
+    argv = _train_common(a, wd, str(bn_head_config())) + PATCH_ARGS
+    return _damofd([*argv, "--epochs", str(args.epochs), *pin, *_resume_flag(wd), *limit])
+
+
+def _last_val(wd: Path) -> dict[str, float] | None:
+    curve = _val_curve(wd)
+    return {k: curve[-1][k] for k in ("epoch", *SETTINGS)} if curve else None
+
+
+def stage_report(args: argparse.Namespace) -> int:
+    from damofd.io import atomic_write_text
+
+    swaps = {}
+    for wd in sorted(RUNS.glob("swap-*-gn")):
+        stem = wd.name[: -len("-gn")]
+        swaps[stem.removeprefix("swap-")] = {
+            h: _last_val(RUNS / f"{stem}-{h}") for h in ("gn", "bn")
+        }
+    scratch = {
+        str(d): _val_curve(d) for d in sorted(RUNS.glob(f"arm-{NAME}-bnhead*")) if d.is_dir()
+    }
+    result = {
+        "protocol": "val subset (358 images), vga, score 0.02 (in-training validation)",
+        "bn_head": f"{BN_HEAD_FROM}'s head (BatchNorm, one per level, no Scale)",
+        "gn_head": f"{NAME}'s head (GroupNorm(16), shared by the levels, Scale per level)",
+        "swap": swaps,
+        "scratch": scratch,
+    }
+    for arm, r in swaps.items():
+        print(f"body of {arm}:")
+        for h, v in r.items():
+            if v:
+                ap = " / ".join(f"{v[k]:.3f}" for k in SETTINGS)
+                print(f"  {h} head, {v['epoch']} epochs: {ap}")
+    for d, curve in scratch.items():
+        print(
+            f"{d}: "
+            + ", ".join(
+                f"ep{r['epoch']} {r['easy']:.3f}/{r['medium']:.3f}/{r['hard']:.3f}" for r in curve
+            )
+        )
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "head_swap.json"
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="stage", required=True)
+    s = sub.add_parser("swap", help="fresh GN and BN heads on one trained DamoFD body")
+    s.add_argument("--arm", required=True, help="work dir of a trained DamoFD arm (latest.pth)")
+    s.add_argument("--swap-epochs", type=int, default=12, help="epochs of each head (12)")
+    sc = sub.add_parser("scratch", help="DamoFD backbone + BN head from scratch (resumable)")
+    sc.add_argument("--epochs", type=int, default=PATCH_EPOCHS, help="patch epochs (160)")
+    sc.add_argument("--minutes", type=float, help="time limit of this session")
+    sub.add_parser("report", help="write benchmarks/results/head_swap.json")
+    args = ap.parse_args(argv)
+    return {"swap": stage_swap, "scratch": stage_scratch, "report": stage_report}[args.stage](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
