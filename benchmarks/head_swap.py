@@ -33,7 +33,6 @@ from train_default import (
     NAME,
     PATCH_ARGS,
     PATCH_EPOCHS,
-    RESULTS,
     RUNS,
     SETTINGS,
     _assets,
@@ -41,6 +40,7 @@ from train_default import (
     _resume_flag,
     _train_common,
     _val_curve,
+    write_result,
 )
 
 CFG = RUNS / "cfg"
@@ -120,7 +120,6 @@ def _last_val(wd: Path) -> dict[str, float] | None:
 
 
 def stage_report(args: argparse.Namespace) -> int:
-    from damofd.io import atomic_write_text
 
     swaps = {}
     for wd in sorted(RUNS.glob("swap-*-gn")):
@@ -151,10 +150,7 @@ def stage_report(args: argparse.Namespace) -> int:
                 f"ep{r['epoch']} {r['easy']:.3f}/{r['medium']:.3f}/{r['hard']:.3f}" for r in curve
             )
         )
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "head_swap.json"
-    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result("head_swap.json", result)
     return 0
 
 

@@ -456,7 +456,6 @@ def _evaluate_checkpoint(ckpt: Path, a: dict[str, Path], tag: str) -> dict[str, 
 
 def stage_compare(args: argparse.Namespace) -> int:
     """DamoFD arm (the bundled default's run, from bundled.json) vs the ``--model`` arm."""
-    from damofd.io import atomic_write_text
 
     a = _assets()
     default = json.loads((WEIGHTS / "bundled.json").read_text())[NAME]
@@ -520,12 +519,20 @@ def stage_compare(args: argparse.Namespace) -> int:
         line(label, result["final"][NAME][protocol], final[protocol])
     for k, v in PUBLISHED_DELTAS.items():
         print(f"published {k}: {v[0]:+.2f} / {v[1]:+.2f} / {v[2]:+.2f} AP points (full val set)")
-    RESULTS.mkdir(exist_ok=True)
     tag = "" if args.epochs == PATCH_EPOCHS else f"-e{args.epochs}"
-    out = RESULTS / f"damofd_vs_{args.model}{tag}.json"
+    write_result(f"damofd_vs_{args.model}{tag}.json", result)
+    return 0
+
+
+def write_result(name: str, result: dict[str, Any]) -> Path:
+    """Write ``benchmarks/results/<name>`` (JSON, atomically) and say so."""
+    from damofd.io import atomic_write_text
+
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / name
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
-    return 0
+    return out
 
 
 def _checkpoint_curve(work_dir: Path, epochs: list[int], a: dict[str, Path]) -> dict[int, Any]:
@@ -548,7 +555,6 @@ def _checkpoint_curve(work_dir: Path, epochs: list[int], a: dict[str, Path]) -> 
 def stage_pair(args: argparse.Namespace) -> int:
     """Two arms of the same ``--epochs`` patch schedule side by side, epoch by epoch, from their
     in-training validations; ``--fill`` scores saved checkpoints where one arm has none."""
-    from damofd.io import atomic_write_text
 
     arms = ((NAME, args.init), (args.model, "official"))
     dirs = {m: _dirs(m, args.epochs, init)[0] for m, init in arms}
@@ -580,10 +586,7 @@ def stage_pair(args: argparse.Namespace) -> int:
         "curve": rows,
         "published_deltas_ap_percent": PUBLISHED_DELTAS,
     }
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"pair_{NAME}_vs_{args.model}-e{args.epochs}.json"
-    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(f"pair_{NAME}_vs_{args.model}-e{args.epochs}.json", result)
     return 0
 
 
