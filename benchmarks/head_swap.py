@@ -27,14 +27,17 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from train_default import (
     CROP_320,
     NAME,
     PATCH_ARGS,
     PATCH_EPOCHS,
+    RESULTS,
     RUNS,
     SETTINGS,
+    WEIGHTS,
     _assets,
     _damofd,
     _resume_flag,
@@ -119,37 +122,60 @@ def _last_val(wd: Path) -> dict[str, float] | None:
     return {k: curve[-1][k] for k in ("epoch", *SETTINGS)} if curve else None
 
 
-def stage_report(args: argparse.Namespace) -> int:
+def _arms_160() -> dict[str, dict[int, dict[str, float]]]:
+    """In-training curves of the two arms of the 160-epoch patch schedule: the bundled default's
+    run (DamoFD, GN head; damofd/weights/bundled.json) and the SCRFD arm
+    (benchmarks/results/damofd_vs_scrfd-500m-kps.json)."""
+    out: dict[str, dict[int, dict[str, float]]] = {}
+    bundled = json.loads((WEIGHTS / "bundled.json").read_text())[NAME]
+    out[f"{NAME} (GN head)"] = {r["epoch"]: r for r in bundled["val_curve"].get("patch", [])}
+    cmp_file = RESULTS / f"damofd_vs_{BN_HEAD_FROM}.json"
+    if cmp_file.is_file():
+        rows = json.loads(cmp_file.read_text())["curve"]
+        out[BN_HEAD_FROM] = {r["epoch"]: r[BN_HEAD_FROM] for r in rows if r["stage"] == "patch"}
+    return out
 
+
+def _ap(r: dict[str, float]) -> str:
+    return " / ".join(f"{r[k]:.3f}" for k in SETTINGS)
+
+
+def _scratch_table(curve: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The scratch arm beside the 160-epoch arms at the epochs all of them validated."""
+    arms = _arms_160()
+    rows = []
+    print(f"| epoch | {NAME} + BN head | " + " | ".join(arms) + " |")
+    print("| --- | --- |" + " --- |" * len(arms))
+    for r in curve:
+        n = r["epoch"]
+        if all(n in a for a in arms.values()):
+            rows.append({"epoch": n, "bn_head": r, **{k: a[n] for k, a in arms.items()}})
+            print(f"| {n} | {_ap(r)} | " + " | ".join(_ap(a[n]) for a in arms.values()) + " |")
+    return rows
+
+
+def stage_report(args: argparse.Namespace) -> int:
     swaps = {}
     for wd in sorted(RUNS.glob("swap-*-gn")):
         stem = wd.name[: -len("-gn")]
         swaps[stem.removeprefix("swap-")] = {
             h: _last_val(RUNS / f"{stem}-{h}") for h in ("gn", "bn")
         }
-    scratch = {
-        str(d): _val_curve(d) for d in sorted(RUNS.glob(f"arm-{NAME}-bnhead*")) if d.is_dir()
-    }
+    for arm, r in swaps.items():
+        print(f"body of {arm}:")
+        for h, v in r.items():
+            if v:
+                print(f"  {h} head, {v['epoch']} epochs: {_ap(v)}")
+    curve = _val_curve(_scratch_dir(PATCH_EPOCHS))
+    print(f"\n{_scratch_dir(PATCH_EPOCHS)} (160-epoch patch schedule), in-training validation:")
     result = {
         "protocol": "val subset (358 images), vga, score 0.02 (in-training validation)",
         "bn_head": f"{BN_HEAD_FROM}'s head (BatchNorm, one per level, no Scale)",
         "gn_head": f"{NAME}'s head (GroupNorm(16), shared by the levels, Scale per level)",
         "swap": swaps,
-        "scratch": scratch,
+        "scratch": {"work_dir": str(_scratch_dir(PATCH_EPOCHS)), "curve": curve},
+        "scratch_vs_160_epoch_arms": _scratch_table(curve),
     }
-    for arm, r in swaps.items():
-        print(f"body of {arm}:")
-        for h, v in r.items():
-            if v:
-                ap = " / ".join(f"{v[k]:.3f}" for k in SETTINGS)
-                print(f"  {h} head, {v['epoch']} epochs: {ap}")
-    for d, curve in scratch.items():
-        print(
-            f"{d}: "
-            + ", ".join(
-                f"ep{r['epoch']} {r['easy']:.3f}/{r['medium']:.3f}/{r['hard']:.3f}" for r in curve
-            )
-        )
     write_result("head_swap.json", result)
     return 0
 
