@@ -114,6 +114,28 @@ def test_vga_protocol_not_worse_and_files_evaluate_the_same(
     assert again.aps == run.result.aps
 
 
+def test_by_size_reads_the_runs_files(
+    wider: dict[str, Path], insightface_run: tuple[dict, Path], capsys
+) -> None:
+    """``damofd eval --by-size`` on a finished run: every file reused, recall per face size as
+    ``recall_by_size`` gives it on the work dir, and recall grows with the face size."""
+    from damofd.evaluation import recall_by_size
+
+    _, wd = insightface_run
+    argv = ["eval", str(wider["onnx"]), "--wider-root", str(wider["root"]), "--gt",
+            str(wider["gt"]), "--protocol", "insightface", "--subset", "--work-dir", str(wd),
+            "--by-size"]  # fmt: skip
+    assert main([*argv, "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["detection"]["reused"] == N_IMAGES
+    want = recall_by_size(wd, wider["gt"], subset=True, allow_inverted=True).to_dict()
+    assert got["by_size"] == want and want["images"] == N_IMAGES
+    rec = [b["recall"] for b in want["bins"] if b["faces"] >= 50]
+    assert rec[0] < 0.2 < 0.8 < rec[-1], rec
+    assert main(argv) == 0
+    assert "hard faces by size" in capsys.readouterr().out
+
+
 def test_resume_recomputes_only_missing_and_incomplete_files(
     wider: dict[str, Path], insightface_run: tuple[dict, Path]
 ) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from damofd.cli.detect import (
     add_runtime_arguments,
@@ -24,6 +25,7 @@ from damofd.cli.detect import (
     positive_int,
     score_threshold,
 )
+from damofd.cli.eval_wider import add_size_arguments
 from damofd.constants import WIDER_SCORE_THR
 from damofd.engine.build import refuse_torch_flags
 from damofd.errors import ConfigError, DamoFDError
@@ -103,6 +105,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print a JSON object")
+    add_size_arguments(parser)
+
+
+def _by_size(args: argparse.Namespace, ev: Any) -> Any:
+    """Recall per face size of the images this run evaluated (their prediction files)."""
+    from damofd.evaluation.predictions import read_predictions
+    from damofd.evaluation.size_recall import recall_by_size
+
+    keys = set(ev.detected) | set(ev.reused)
+    preds = read_predictions(ev.work_dir, allow_inverted=True).as_dict()
+    rows = {k: v for k, v in preds.items() if k in keys}
+    return recall_by_size(
+        rows, ev.gt, setting=args.by_size, score_thr=args.size_score_thr, subset=True
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,8 +160,12 @@ def run(args: argparse.Namespace) -> int:
         if cli is None:
             raise
         raise type(e)(cli) from None
+    by_size = _by_size(args, ev) if args.by_size else None
     if args.json:
-        sys.stdout.write(json.dumps(ev.to_dict(), indent=2) + "\n")
+        out = ev.to_dict()
+        if by_size is not None:
+            out["by_size"] = by_size.to_dict()
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
         return 0
     s = ev.settings
     t = ev.timings
@@ -160,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
         + f", reused {len(ev.reused)}; time: model {t['load_model']:.1f} s, detection "
         f"{t['detect']:.1f} s, evaluation {t['evaluate']:.1f} s, total {t['total']:.1f} s",
         f"predictions: {ev.work_dir}",
+        *([by_size.table()] if by_size is not None else []),
     ]
     sys.stdout.write("\n".join(lines) + "\n")
     return 0

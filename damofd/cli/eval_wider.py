@@ -65,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="accept rows with a negative width or height (a detector's inverted boxes, as "
         "`damofd eval` writes them; the protocol counts them as false positives)",
     )
+    add_size_arguments(parser)
+
+
+def add_size_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--by-size [SETTING]`` and ``--size-score-thr`` (also used by ``damofd eval``)."""
     parser.add_argument(
         "--by-size",
         nargs="?",
