@@ -89,6 +89,7 @@ def add_size_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from damofd.evaluation.ground_truth import load_wider_gt
     from damofd.evaluation.plot import plot_pr_curves, require_matplotlib
     from damofd.evaluation.predictions import read_predictions
     from damofd.evaluation.size_recall import recall_by_size
@@ -102,16 +103,18 @@ def run(args: argparse.Namespace) -> int:
         require_matplotlib()
         ensure_writable_file(args.plot, "--plot", "pr.png")
     t0 = time.perf_counter()
+    gt = load_wider_gt(args.gt)  # read once for the AP and --by-size
+    t1 = time.perf_counter()
     preds = read_predictions(
         args.pred, check_count=not args.no_count_check, allow_inverted=args.allow_inverted
     )
-    read_s = time.perf_counter() - t0
-    result = evaluate_wider(preds, args.gt, subset=args.subset, iou_thresh=args.iou)
-    result.timings["read_predictions"] = read_s
+    t2 = time.perf_counter()
+    result = evaluate_wider(preds, gt, subset=args.subset, iou_thresh=args.iou)
+    result.timings.update(read_gt=t1 - t0, read_predictions=t2 - t1)
     by_size = None
     if args.by_size:
         by_size = recall_by_size(
-            preds, args.gt, setting=args.by_size, score_thr=args.size_score_thr,
+            preds, gt, setting=args.by_size, score_thr=args.size_score_thr,
             iou_thresh=args.iou, subset=args.subset,
         )  # fmt: skip
     summary = result.to_dict()
