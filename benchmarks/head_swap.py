@@ -79,11 +79,10 @@ def _scratch_dir(epochs: int) -> Path:
 
 def _body(arm: Path) -> Path:
     """The arm's latest.pth without the head: ``runs/cfg/<arm>-body.pth``."""
-    import torch
-
     from damofd.io import atomic_torch_save
+    from damofd.models.checkpoint import read_checkpoint
 
-    ckpt = torch.load(arm / "latest.pth", map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(arm / "latest.pth")
     sd = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("bbox_head.")}
     out = CFG / f"{arm.resolve().name}-body.pth"
     CFG.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ from damofd.evaluation.widerface import (
     _gather_rows,
     match_predictions,
 )
+from damofd.ops.numpy_nms import box_iou_numpy
 
 __all__ = ["DEFAULT_SIZE_EDGES", "SizeBin", "SizeRecall", "recall_by_size"]
 
@@ -103,16 +104,9 @@ def _best_iou(gt: np.ndarray, det: np.ndarray) -> np.ndarray:
     """(G,) best plain IoU of each xywh face over the xywh detections of the same image."""
     if len(det) == 0 or len(gt) == 0:
         return np.zeros(len(gt))
-    g = gt[:, None, :]
-    d = det[None, :, :]
-    iw = np.minimum(g[..., 0] + g[..., 2], d[..., 0] + d[..., 2]) - np.maximum(g[..., 0], d[..., 0])
-    ih = np.minimum(g[..., 1] + g[..., 3], d[..., 1] + d[..., 3]) - np.maximum(g[..., 1], d[..., 1])
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    area_d = np.clip(d[..., 2], 0, None) * np.clip(d[..., 3], 0, None)
-    union = g[..., 2] * g[..., 3] + area_d - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, inter / union, 0.0)
-    return iou.max(axis=1)
+    gt_xyxy = np.concatenate([gt[:, :2], gt[:, :2] + gt[:, 2:4]], axis=1)
+    det_xyxy = np.concatenate([det[:, :2], det[:, :2] + det[:, 2:4]], axis=1)
+    return box_iou_numpy(gt_xyxy, det_xyxy).max(axis=1)
 
 
 def recall_by_size(
