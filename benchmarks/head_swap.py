@@ -9,16 +9,17 @@ experiments keep everything else identical (recipe, seed, data, crop scales)::
     python benchmarks/head_swap.py scratch [--epochs 160] [--minutes M]       # resumable
     python benchmarks/head_swap.py report
 
+The DamoFD backbone with SCRFD-500M-KPS's head is the zoo model ``damofd-0.5g-bnkps``, so
+``scratch`` is ``python benchmarks/train_default.py patch --model damofd-0.5g-bnkps`` (work dir
+``runs/arm-damofd-0.5g-bnkps``), and that model's 640-px fine-tune and bundle are the same
+script's ``finetune`` / ``bundle`` stages with ``--model damofd-0.5g-bnkps``.
+
 ``swap`` takes the trained backbone and neck of a DamoFD arm (its ``latest.pth`` without the
 head), puts a fresh head of each kind on it and trains both for ``--swap-epochs`` (12) epochs of
 320-px patches (lr 0.01 cosine, 100 warm-up iterations): with the body fixed at the start, the
 difference is the head's. ``scratch`` trains DamoFD's backbone with SCRFD-500M-KPS's head from
 scratch on the default's patch schedule, so its in-training AP curve sits beside the DamoFD and
 SCRFD arms of the same schedule. ``report`` writes ``benchmarks/results/head_swap.json``.
-
-The detector of the BN-head arms is written to ``runs/cfg/damofd-0.5g-kps-bnhead.json`` (a
-``damofd train`` config: the zoo model with ``detector`` replaced) and recorded in every
-checkpoint, so ``damofd eval``/``export`` take those checkpoints as they are.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from typing import Any
 from train_default import (
     CROP_320,
     NAME,
-    PATCH_ARGS,
     PATCH_EPOCHS,
     RESULTS,
     RUNS,
@@ -40,13 +40,16 @@ from train_default import (
     WEIGHTS,
     _assets,
     _damofd,
+    _dirs,
     _resume_flag,
     _train_common,
     _val_curve,
+    stage_patch,
     write_result,
 )
 
 CFG = RUNS / "cfg"
+BNKPS = "damofd-0.5g-bnkps"  # damofd-0.5g-kps's backbone and neck, scrfd-500m-kps's head
 BN_HEAD_FROM = "scrfd-500m-kps"
 SWAP_ARGS = [
     "--patch-size", "320", "--lr-policy", "cosine", "--lr", "0.01", "--warmup-iters", "100",
@@ -55,26 +58,8 @@ SWAP_ARGS = [
 ]  # fmt: skip
 
 
-def bn_head_config() -> Path:
-    """``runs/cfg/damofd-0.5g-kps-bnhead.json``: DamoFD-0.5G-KPS with SCRFD-500M-KPS's head."""
-    import dataclasses
-
-    from damofd.io import atomic_write_text
-    from damofd.models.zoo import get_config
-
-    det = dataclasses.replace(get_config(NAME), head=get_config(BN_HEAD_FROM).head)
-    out = CFG / f"{NAME}-bnhead.json"
-    CFG.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps({"model": NAME, "detector": det.to_dict()}, indent=1) + "\n")
-    return out
-
-
 def _scratch_dir(epochs: int) -> Path:
-    return (
-        RUNS / f"arm-{NAME}-bnhead"
-        if epochs == PATCH_EPOCHS
-        else RUNS / f"arm-{NAME}-bnhead-e{epochs}"
-    )
+    return _dirs(BNKPS, epochs)[0]
 
 
 def _body(arm: Path) -> Path:
@@ -95,7 +80,7 @@ def stage_swap(args: argparse.Namespace) -> int:
     a = _assets()
     arm = Path(args.arm)
     body = _body(arm)
-    models = {"gn": NAME, "bn": str(bn_head_config())}
+    models = {"gn": NAME, "bn": BNKPS}
     for head, model in models.items():
         wd = RUNS / f"swap-{arm.resolve().name}-{head}"
         epochs = ["--epochs", str(args.swap_epochs), "--eval-every", str(args.swap_epochs)]
@@ -108,12 +93,10 @@ def stage_swap(args: argparse.Namespace) -> int:
 
 
 def stage_scratch(args: argparse.Namespace) -> int:
-    a = _assets()
-    wd = _scratch_dir(args.epochs)
-    limit = ["--time-limit", str(args.minutes)] if args.minutes else []
-    pin = ["--set", f"data.crop_choice={CROP_320}", "--set", "backbone_init=official"]
-    argv = _train_common(a, wd, str(bn_head_config())) + PATCH_ARGS
-    return _damofd([*argv, "--epochs", str(args.epochs), *pin, *_resume_flag(wd), *limit])
+    """``train_default.py patch --model damofd-0.5g-bnkps``: the default's patch recipe."""
+    return stage_patch(
+        argparse.Namespace(model=BNKPS, epochs=args.epochs, init="official", minutes=args.minutes)
+    )
 
 
 def _last_val(wd: Path) -> dict[str, float] | None:

@@ -246,6 +246,7 @@ def stage_bundle(args: argparse.Namespace) -> int:
     from damofd.models.bundled import sha256_file
     from damofd.models.checkpoint import save_checkpoint
     from damofd.models.factory import load_model
+    from damofd.models.zoo import get_config
 
     a = _assets()
     name, epochs = args.model, args.epochs
@@ -253,8 +254,9 @@ def stage_bundle(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint) if args.checkpoint else finetune_dir / "latest.pth"
     meta = torch.load(ckpt, map_location="cpu", weights_only=False)["meta"]
     model = load_model(ckpt)
-    if getattr(model, "name", name) != name:
-        raise SystemExit(f"{ckpt} holds a {model.name} model, not --model {name}")
+    if model.config != get_config(name):  # by architecture: a config-file run records no name
+        raise SystemExit(f"{ckpt} holds a {model.name or 'different'} model, not --model {name}")
+    model.name = name
     WEIGHTS.mkdir(parents=True, exist_ok=True)
     pth = WEIGHTS / f"{name}.pth"
     onnx = WEIGHTS / f"{name}.onnx"

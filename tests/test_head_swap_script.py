@@ -3,17 +3,13 @@ starts the swap arms from."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from damofd.cli.main import main
 from damofd.models.checkpoint import save_checkpoint
-from damofd.models.configs import DetectorConfig
-from damofd.models.detector import SCRFD
 from damofd.models.factory import create_model, load_checkpoint
 from damofd.models.zoo import get_config
 
@@ -27,18 +23,26 @@ def cfg_dir(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path / "cfg"
 
 
-def test_bn_head_config_is_damofd_with_scrfd_kps_head(cfg_dir: Path, tmp_path: Path, capsys):
-    path = head_swap.bn_head_config()
-    assert path.parent == cfg_dir
-    det = DetectorConfig.from_dict(json.loads(path.read_text())["detector"])
+def test_scratch_is_the_patch_stage_of_the_bnkps_zoo_model(tmp_path: Path, monkeypatch):
+    """``scratch`` runs the default's patch recipe on ``damofd-0.5g-bnkps`` (DamoFD's backbone
+    and neck, SCRFD-500M-KPS's head) in ``runs/arm-damofd-0.5g-bnkps``, resuming when it can."""
+    calls: list[list[str]] = []
+    train_default = sys.modules["train_default"]
+    monkeypatch.setattr(train_default, "_damofd", lambda argv: calls.append(argv) or 0)
+    monkeypatch.setattr(train_default, "_assets", lambda: dict.fromkeys(
+        ("kps", "images", "val", "gt", "det_500m"), tmp_path))  # fmt: skip
+    monkeypatch.setattr(train_default, "RUNS", tmp_path / "runs")
+    assert head_swap.main(["scratch", "--minutes", "5"]) == 0
+    argv = calls[-1]
+    assert argv[:2] == ["train", "damofd-0.5g-bnkps"]
+    assert argv[argv.index("--work-dir") + 1] == str(tmp_path / "runs/arm-damofd-0.5g-bnkps")
+    assert argv[argv.index("--epochs") + 1] == "160" and "--resume" not in argv
+    assert argv[-2:] == ["--time-limit", "5.0"]
+    assert f"data.crop_choice={train_default.CROP_320}" in argv
+    det = get_config("damofd-0.5g-bnkps")
     damofd, scrfd = get_config("damofd-0.5g-kps"), get_config("scrfd-500m-kps")
     assert det.backbone == damofd.backbone and det.neck == damofd.neck
     assert det.head == scrfd.head and det.head.norm == "bn" and not det.head.strides_share
-    # damofd train takes the file as a config
-    assert main(["train", str(path), "--work-dir", str(tmp_path / "w"), "--print-config"]) == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert printed["model"] == "damofd-0.5g-kps"
-    assert printed["detector"]["head"]["norm"] == "bn"
 
 
 def test_body_drops_the_head_and_loads_under_either_head(cfg_dir: Path, tmp_path: Path):
@@ -53,9 +57,7 @@ def test_body_drops_the_head_and_loads_under_either_head(cfg_dir: Path, tmp_path
     keys = set(ckpt["state_dict"])
     assert keys and not any(k.startswith("bbox_head.") for k in keys)
     assert keys == {k for k in model.state_dict() if not k.startswith("bbox_head.")}
-    bn = SCRFD(
-        DetectorConfig.from_dict(json.loads(head_swap.bn_head_config().read_text())["detector"])
-    )
+    bn = create_model("damofd-0.5g-bnkps")
     load_checkpoint(bn, body, strict=False)
     for k in keys:
         assert torch.equal(bn.state_dict()[k], ckpt["state_dict"][k])

@@ -33,12 +33,27 @@ KEY_COUNTS = {
     "scrfd-10g": 217,
     "scrfd-10g-kps": 276,
     "scrfd-34g": 850,
+    # damofd's variant (not in the specs): damofd-0.5g-kps's body, scrfd-500m-kps's head
+    "damofd-0.5g-bnkps": 367,
 }
 
 
 def test_every_zoo_model_has_the_official_key_count() -> None:
     assert set(KEY_COUNTS) == set(list_models())
     assert {n: len(zoo_model(n).state_dict()) for n in KEY_COUNTS} == KEY_COUNTS
+
+
+def test_bnkps_variant_is_damofd_body_with_scrfd_head() -> None:
+    """damofd-0.5g-bnkps: every backbone/neck key (and shape) of damofd-0.5g-kps, every head key
+    of scrfd-500m-kps, nothing else; official damofd-0.5g-kps bodies load into it."""
+
+    def shapes(name: str, head: bool) -> dict[str, tuple[int, ...]]:
+        sd = zoo_model(name).state_dict()
+        return {k: tuple(v.shape) for k, v in sd.items() if k.startswith("bbox_head.") == head}
+
+    bnkps = zoo_model("damofd-0.5g-bnkps").state_dict()
+    want = {**shapes("damofd-0.5g-kps", head=False), **shapes("scrfd-500m-kps", head=True)}
+    assert {k: tuple(v.shape) for k, v in bnkps.items()} == want
 
 
 @pytest.mark.parametrize(

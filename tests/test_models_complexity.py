@@ -44,8 +44,21 @@ SCRFD_TABLE = {
 
 
 def test_zoo_covers_every_table_row() -> None:
-    assert set(list_models("damofd")) == set(DAMOFD_TABLE)
+    assert set(list_models("damofd")) == set(DAMOFD_TABLE) | {"damofd-0.5g-bnkps"}
     assert set(list_models("scrfd")) == set(SCRFD_TABLE)
+
+
+def test_bnkps_variant_costs() -> None:
+    """damofd-0.5g-bnkps = damofd-0.5g-kps's backbone + neck and scrfd-500m-kps's head: the
+    parts' params and FLOPs come from the two reference tables; same FLOPs as damofd-0.5g-kps
+    (the per-level heads cost what the shared one costs), more params."""
+    params, flops, bb_p, neck_p, _, bb_flops = DAMOFD_TABLE["damofd-0.5g-kps"]
+    head_p = SCRFD_TABLE["scrfd-500m-kps"][3]
+    c = get_model_complexity(zoo_model("damofd-0.5g-bnkps"), VGA)
+    assert c.count_gn  # a DamoFD-family model; its head has no GN, so it makes no difference
+    assert [c.parts[k].params for k in ("backbone", "neck", "bbox_head")] == [bb_p, neck_p, head_p]
+    assert c.params == bb_p + neck_p + head_p == 316_858 > params
+    assert c.flops == flops and c.parts["backbone"].flops == bb_flops
 
 
 @pytest.mark.parametrize("name", list(DAMOFD_TABLE))

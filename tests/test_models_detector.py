@@ -52,7 +52,7 @@ SCRFD_FUSED_PARAMS = {
 
 
 def _base(name: str) -> str:
-    return name.removesuffix("-kps").removesuffix("-bn")
+    return name.removesuffix("-bnkps").removesuffix("-kps").removesuffix("-bn")
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -67,7 +67,7 @@ def test_output_shapes(name: str) -> None:
         assert [tuple(f.shape[2:]) for f in feats] == [(h // s, w // s) for s in (4, 8, 16, 32)]
         cls, bbox, kps = model(x)
     assert model.strides == (8, 16, 32) and model.num_anchors == 2
-    assert model.use_kps == name.endswith("-kps")
+    assert model.use_kps == name.endswith("kps")
     for level, s in enumerate(model.strides):
         assert cls[level].shape == (2, 2, h // s, w // s)
         assert bbox[level].shape == (2, 8, h // s, w // s)

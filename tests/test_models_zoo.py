@@ -28,12 +28,13 @@ STRUCTURES = RELEASED_STRUCTURES  # reference spec §3.1
 
 def test_names_and_filters() -> None:
     names = list_models()
-    assert len(names) == len(set(names)) == 18
+    assert len(names) == len(set(names)) == 19
     assert list_models("damofd", use_kps=True) == [
         "damofd-0.5g-kps",
         "damofd-2.5g-kps",
         "damofd-10g-kps",
         "damofd-34g-kps",
+        "damofd-0.5g-bnkps",
     ]
     assert list_models("scrfd", use_kps=True) == [
         "scrfd-500m-kps",
@@ -41,7 +42,7 @@ def test_names_and_filters() -> None:
         "scrfd-10g-kps",
     ]
     unreleased = set(list_models()) - set(list_models(released_only=True))
-    assert unreleased == {"scrfd-1g-bn", "scrfd-1.3g"}
+    assert unreleased == {"scrfd-1g-bn", "scrfd-1.3g", "damofd-0.5g-bnkps"}
 
 
 @pytest.mark.parametrize(

@@ -54,9 +54,9 @@ def giga(printed: str) -> float:
 
 
 def _table(rows: list[dict[str, Any]], count: bool) -> str:
-    head = (
-        f"{'name':<16} {'kps':<4} {'Easy':>6} {'Medium':>6} {'Hard':>6} {'GFLOPs':>7} {'Params':>7}"
-    )
+    w = max([16, *(len(r["name"]) for r in rows)])
+    head = f"{'name':<{w}} {'kps':<4} {'Easy':>6} {'Medium':>6} {'Hard':>6}"
+    head += f" {'GFLOPs':>7} {'Params':>7}"
     if count:
         head += f" {'params (ours)':>13} {'FLOPs (ours)':>15}"
     head += "  weights"
@@ -71,7 +71,7 @@ def _table(rows: list[dict[str, Any]], count: bool) -> str:
         cost = (
             f"{giga(p['flops']):>7.2f} {str(p['params_m']) + 'M':>7}" if p else f"{'-':>7} {'-':>7}"
         )
-        line = f"{r['name']:<16} {'yes' if r['use_kps'] else 'no':<4} {ap} {cost}"
+        line = f"{r['name']:<{w}} {'yes' if r['use_kps'] else 'no':<4} {ap} {cost}"
         if count:
             line += f" {r['counted']['params']:>13,} {r['counted']['flops']:>15,}"
         kinds = sorted({w["kind"] for w in r["weights"]})

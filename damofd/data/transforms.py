@@ -119,7 +119,7 @@ class AugmentConfig:
         DamoFD-0.5G crops with ``(1.0 … 2.0)``, every other model with :data:`CROP_CHOICE_DEFAULT`;
         ``clip_border`` is False for DamoFD-2.5G/10G and SCRFD-1.3G/2.5G/10G.
         """
-        key = name.lower().removesuffix("-kps")
+        key = name.lower().removesuffix("-bnkps").removesuffix("-kps")
         if key not in _CLIP_BORDER:
             raise ConfigError(
                 f"no augmentation recipe for model {name!r}; known: {', '.join(_CLIP_BORDER)}"

@@ -264,6 +264,36 @@ def _damofd_entry(size: str, use_kps: bool) -> ModelInfo:
 
 
 # --------------------------------------------------------------------------------------------
+# damofd's own variants (not in the paper; trained by this package, docs/model-card.md)
+# --------------------------------------------------------------------------------------------
+BNKPS_HEAD_FROM = "scrfd-500m-kps"
+"""The zoo model whose head ``damofd-0.5g-bnkps`` takes (BN, one head per level, no Scale)."""
+
+
+def _damofd_bnkps_entry() -> ModelInfo:
+    """DamoFD-0.5G-KPS's backbone and neck with SCRFD-500M-KPS's BN head (issue 10): at a CPU
+    budget the published GN head shared by the levels learns the stride-8 faces far later."""
+    head = _scrfd_configs()[BNKPS_HEAD_FROM.removeprefix("scrfd-")][1].head
+    config = dataclasses.replace(_damofd_config("0.5g", use_kps=True), head=head)
+    return ModelInfo(
+        name="damofd-0.5g-bnkps",
+        config=config,
+        description="DamoFD-0.5G backbone (DDSAR-searched MasterNet) and PAFPN with "
+        "SCRFD-500M-KPS's BN SCRFDHead (one per level, no Scale), with 5 keypoints",
+        released=False,
+        reference_config="damofd: DamoFD_0.5G_lms with the bbox_head of scrfd_500m_bnkps "
+        "(docs/model-card.md, 'It is the head')",
+        licence="architecture only; weights trained by damofd are listed by `damofd zoo` "
+        "when bundled",
+        notes=(
+            "not a published model: damofd's variant for short CPU training budgets",
+            "the same backbone and neck as damofd-0.5g-kps (official weights of which load "
+            "into them), the head of scrfd-500m-kps",
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # SCRFD (scrfd-spec §1–3, §6)
 # --------------------------------------------------------------------------------------------
 _MBV1_500M = MobileNetV1Config((16, 16, 40, 72, 152, 288), (2, 3, 2, 6))
@@ -428,6 +458,8 @@ def _registry() -> dict[str, ModelInfo]:
         for kps in (False, True):
             info = _damofd_entry(size, kps)
             reg[info.name] = info
+    bnkps = _damofd_bnkps_entry()
+    reg[bnkps.name] = bnkps
     for suffix, (stem, cfg) in _scrfd_configs().items():
         info = _scrfd_entry(suffix, stem, cfg)
         reg[info.name] = info
@@ -445,6 +477,7 @@ _ALIASES = {
     "damofd-34g-lms": "damofd-34g-kps",
     "damofd-500m": "damofd-0.5g",
     "damofd-500m-kps": "damofd-0.5g-kps",
+    "damofd-500m-bnkps": "damofd-0.5g-bnkps",
 }
 
 

@@ -463,7 +463,9 @@ def list_recipes() -> list[str]:
 
 
 def _recipe_key(name: str) -> str:
-    return name.removesuffix("-kps")
+    """``damofd-10g-kps`` → ``damofd-10g``; damofd's BN-head variant ``damofd-0.5g-bnkps``
+    trains with its backbone's recipe (``damofd-0.5g``)."""
+    return name.removesuffix("-bnkps").removesuffix("-kps")
 
 
 def recipe(name: str, **top_level: Any) -> TrainConfig:
