@@ -48,9 +48,10 @@ from train_default import (
     write_result,
 )
 
+from damofd.models.zoo import BNKPS_HEAD_FROM as BN_HEAD_FROM
+
 CFG = RUNS / "cfg"
 BNKPS = "damofd-0.5g-bnkps"  # damofd-0.5g-kps's backbone and neck, scrfd-500m-kps's head
-BN_HEAD_FROM = "scrfd-500m-kps"
 SWAP_ARGS = [
     "--patch-size", "320", "--lr-policy", "cosine", "--lr", "0.01", "--warmup-iters", "100",
     "--batch-size", "8", "--workers", "1", "--threads", "2", "--device", "cpu", "--seed", "0",
