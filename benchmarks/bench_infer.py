@@ -5,7 +5,8 @@ Run (2 CPU cores, as CI):
     python benchmarks/bench_infer.py --threads 2
     python benchmarks/bench_infer.py --threads 2 --json bench_infer.json
 
-Per ONNX model (the bundled damofd-0.5g-kps first, then the official files), all on the same
+Per ONNX model (the bundled default, damofd-0.5g-bnkps, first, then the official files; add
+``--onnx damofd/weights/damofd-0.5g-kps.onnx`` for the other bundled model), all on the same
 640×480 BGR array (``t1.jpg`` resized):
 
 * ``model-only``: ``session.run`` alone on the preprocessed (1, 3, 640, 640) blob;
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         help="ONNX files to time: names in assets/models/scrfd, or paths",
     )
     ap.add_argument(
-        "--no-bundled", action="store_true", help="skip the bundled damofd-0.5g-kps row"
+        "--no-bundled", action="store_true", help="skip the bundled default model's row"
     )
     ap.add_argument("--json", help="also write the rows to this JSON file")
     ap.add_argument("--stat", choices=("median", "min"), default="median")

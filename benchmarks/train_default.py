@@ -1,14 +1,17 @@
-"""Reproduce the bundled default detector (damofd-0.5g-kps) from the shared WIDER FACE subsets.
+"""Reproduce the bundled detectors from the shared WIDER FACE subsets.
 
-Every stage is a plain ``damofd`` command, printed before it runs, so the model card can quote
-them and anyone can run them by hand::
+The bundled default is ``damofd-0.5g-bnkps`` (DamoFD-0.5G-KPS's backbone and neck with
+SCRFD-500M-KPS's BatchNorm head); ``damofd-0.5g-kps`` (DamoFD's own GroupNorm head, the first
+default) stays bundled. ``patch``, ``finetune``, ``bundle`` and ``card`` take ``--model``
+(default ``damofd-0.5g-bnkps``). Every stage is a plain ``damofd`` command, printed before it
+runs, so the model card can quote them and anyone can run them by hand::
 
     python benchmarks/train_default.py data                 # held-out 5 % split (seed 0)
     python benchmarks/train_default.py patch    [--minutes M]   # 320-px patch training, resumable
     python benchmarks/train_default.py finetune [--minutes M]   # short 640-px fine-tune, resumable
-    python benchmarks/train_default.py wide [--minutes M]       # 640-px, wide crop scales
-    python benchmarks/train_default.py bundle  --checkpoint runs/default-0.5g-kps-640/latest.pth
+    python benchmarks/train_default.py bundle               # strip, export, evaluate, index
     python benchmarks/train_default.py card   [--bench bench_infer.json]  # docs/model-card.md
+    python benchmarks/train_default.py wide [--minutes M]   # damofd-0.5g-kps: 640 px, wide crops
     python benchmarks/train_default.py compare [--model scrfd-500m-kps]   # DamoFD vs SCRFD arm
 
 The SCRFD arm of the comparison (issue 10 item 3) runs the identical recipe, seed, data and
@@ -17,7 +20,7 @@ scrfd-500m-kps`` (work dirs ``runs/arm-scrfd-500m-kps[-640]``); both stages pin 
 (0.5G recipe: 1.0…2.0 at 640, 0.5…1.0 in 320 patches), so the recipes differ in nothing.
 
 ``compare`` evaluates the arm's last checkpoint like ``bundle`` evaluates the default, sets its
-in-training AP curve beside the default's (same iterations of the same schedule), prints the
+in-training AP curve beside damofd-0.5g-kps's (same iterations of the same schedule), prints the
 deltas beside the published ones and writes ``benchmarks/results/damofd_vs_<arm>.json``.
 
 ``patch`` and ``finetune`` resume from their work dir when run again (``--resume``), so a run cut
@@ -43,6 +46,10 @@ from damofd.constants import BACKBONE_INIT_SCHEMES as INIT_SCHEMES
 from damofd.testing import assets_dir
 
 NAME = "damofd-0.5g-kps"
+"""The DamoFD arm of the SCRFD comparison and the first bundled default (GroupNorm head)."""
+DEFAULT = "damofd-0.5g-bnkps"
+"""The bundled default since 2026-12 (DamoFD-0.5G-KPS with SCRFD-500M-KPS's BN head): the model
+``patch``, ``finetune``, ``bundle`` and ``card`` train and describe when no ``--model`` is given."""
 RUNS = Path("runs")
 DATA = RUNS / "data"
 PATCH_DIR = RUNS / "default-0.5g-kps"
@@ -246,7 +253,7 @@ def stage_bundle(args: argparse.Namespace) -> int:
     from damofd.models.bundled import sha256_file
     from damofd.models.checkpoint import save_checkpoint
     from damofd.models.factory import load_model
-    from damofd.models.zoo import get_config
+    from damofd.models.zoo import get_config, get_model_info
 
     a = _assets()
     name, epochs = args.model, args.epochs
@@ -278,7 +285,7 @@ def stage_bundle(args: argparse.Namespace) -> int:
         "wide": _train_hours(wide_dir),
     }
     cmd = "python benchmarks/train_default.py"
-    sel = "" if (name, epochs) == (NAME, PATCH_EPOCHS) else f" --model {name} --epochs {epochs}"
+    sel = f" --model {name}" + ("" if epochs == PATCH_EPOCHS else f" --epochs {epochs}")
     fine_epochs = _run_epochs(finetune_dir)
     fine_sel = "" if fine_epochs in (None, 6) else f" --fine-epochs {fine_epochs}"
     ran = [k for k, v in hours.items() if v > 0]
@@ -330,6 +337,7 @@ def stage_bundle(args: argparse.Namespace) -> int:
         "whether a model trained on them may be used commercially is not settled by that "
         "licence: check with your counsel before commercial use.",
         "notes": [
+            f"architecture: {get_model_info(name).description}",
             "trained by damofd's own trainer from the labels only (no distillation from "
             "insightface weights)",
             "5 training events only: small, crowded and unusual faces are its weak point "
@@ -599,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("patch", "finetune"):
         p = sub.add_parser(name, help=f"{name} stage (resumable)")
         p.add_argument("--minutes", type=float, help="time limit of this session")
-        p.add_argument("--model", default=NAME, help=f"architecture (default {NAME})")
+        p.add_argument("--model", default=DEFAULT, help=f"architecture (default {DEFAULT})")
         p.add_argument(
             "--epochs", type=int, default=PATCH_EPOCHS,
             help=f"patch epochs of the cosine schedule (default {PATCH_EPOCHS})",
@@ -614,11 +622,11 @@ def main(argv: list[str] | None = None) -> int:
     wide.add_argument("--start", help="checkpoint to start from (default: finetune latest)")
     b = sub.add_parser("bundle", help="strip, export, evaluate, write damofd/weights/")
     b.add_argument("--checkpoint", help="default: the fine-tune stage's latest.pth")
-    b.add_argument("--model", default=NAME, help=f"architecture (default {NAME})")
+    b.add_argument("--model", default=DEFAULT, help=f"architecture (default {DEFAULT})")
     b.add_argument("--epochs", type=int, default=PATCH_EPOCHS, help="patch epochs of the run")
     c = sub.add_parser("card", help="print the model card's measured tables, draw its curve")
     c.add_argument("--bench", help="JSON written by benchmarks/bench_infer.py --json")
-    c.add_argument("--model", default=NAME, help=f"bundled model (default {NAME})")
+    c.add_argument("--model", default=DEFAULT, help=f"bundled model (default {DEFAULT})")
     c.add_argument("--epochs", type=int, default=PATCH_EPOCHS, help="patch epochs of its run")
     cmp_ = sub.add_parser("compare", help="DamoFD (the default's run) vs another arm, same recipe")
     cmp_.add_argument("--model", default="scrfd-500m-kps", help="the other arm (scrfd-500m-kps)")

@@ -134,7 +134,7 @@ def test_readme_command(tmp_path: Path) -> None:
     """The README's first command: detect the face of the committed sample photo, print it and
     write the annotated image."""
     proc = _run_cli(
-        "detect", str(ASTRONAUT), "-v", "--protocol", "original", "--save-vis",
+        "detect", str(ASTRONAUT), "-v", "--save-vis",
         "--out", str(tmp_path / "out"), cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -157,9 +157,11 @@ def test_zoo_marks_bundled_entry() -> None:
 @pytest.mark.assets
 def test_default_finds_the_six_faces_of_t1(assets: Path) -> None:
     """Each of the six faces (boxes of insightface's det_500m, which finds exactly these six)
-    is matched at IoU >= 0.5 by a bundled-model detection scoring >= 0.3. The bundled model
-    scores lower than insightface's (it was trained on 1,177 images for ~4 CPU-hours): at the
-    API's default 0.5 it keeps three of them (docs/model-card.md)."""
+    is matched at IoU >= 0.5 by a bundled-model detection scoring >= 0.3, and at most three
+    detections above 0.3 match none of them. The bundled model scores lower than insightface's
+    (it was trained on 1,177 images): at the API's default 0.5 it keeps three of the faces and
+    no false positive; between 0.3 and 0.4 it also marks a hand, a picture frame and a metal
+    bowl (docs/model-card.md, "Known limits")."""
     from damofd.inference import FaceDetector
     from damofd.ops.numpy_nms import box_iou_numpy
 
@@ -172,4 +174,5 @@ def test_default_finds_the_six_faces_of_t1(assets: Path) -> None:
     ours = FaceDetector(score_thr=0.3).predict(str(t1))[0]
     iou = box_iou_numpy(ref.boxes, ours.boxes)
     assert (iou.max(axis=1) >= 0.5).all(), iou.max(axis=1)
-    assert len(ours) <= 8  # and not a flood of false positives
+    false_positives = int((iou.max(axis=0) < 0.5).sum())
+    assert false_positives <= 3, ours.scores  # not a flood of false positives

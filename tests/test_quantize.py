@@ -20,7 +20,7 @@ def test_int8_export_runs_and_tracks_fp32(tmp_path: Path, capsys) -> None:
 
     from damofd.cli.main import main
     from damofd.inference import FaceDetector
-    from damofd.models.bundled import bundled_file
+    from damofd.models.bundled import DEFAULT_MODEL, bundled_file
 
     calib = tmp_path / "calib"
     calib.mkdir()
@@ -31,7 +31,7 @@ def test_int8_export_runs_and_tracks_fp32(tmp_path: Path, capsys) -> None:
     assert main(["export", "--out", str(out), "--int8", "--calib", str(calib)]) == 0
     assert "int8 QDQ, u8 activations, calibrated on 3 images" in capsys.readouterr().out
     assert _activation_zero_point_types(out) == {np.dtype(np.uint8)}
-    fp32 = bundled_file("damofd-0.5g-kps", "onnx")
+    fp32 = bundled_file(DEFAULT_MODEL, "onnx")
     assert out.stat().st_size < 0.8 * fp32.stat().st_size
     a = FaceDetector.from_onnx(fp32, score_thr=0.05, workers=0).predict(str(PHOTO))[0]
     b = FaceDetector.from_onnx(out, score_thr=0.05, workers=0).predict(str(PHOTO))[0]
@@ -62,9 +62,9 @@ def test_int8_signed_activations_and_custom_calibration_tensors(tmp_path: Path) 
     from damofd.errors import ConfigError
     from damofd.export.quantize import quantize_int8
     from damofd.inference import FaceDetector
-    from damofd.models.bundled import bundled_file
+    from damofd.models.bundled import DEFAULT_MODEL, bundled_file
 
-    fp32 = bundled_file("damofd-0.5g-kps", "onnx")
+    fp32 = bundled_file(DEFAULT_MODEL, "onnx")
     img = cv2.resize(cv2.imread(str(PHOTO)), (640, 640)).astype(np.float32)
     blob = ((img - 127.5) / 128.0).transpose(2, 0, 1)[None].copy()
     seen = []
@@ -102,9 +102,9 @@ def test_int8_of_an_existing_opset11_file(tmp_path: Path, capsys) -> None:
 
     from damofd.cli.main import main
     from damofd.inference import FaceDetector
-    from damofd.models.bundled import bundled_file
+    from damofd.models.bundled import DEFAULT_MODEL, bundled_file
 
-    fp32 = bundled_file("damofd-0.5g-kps", "onnx")
+    fp32 = bundled_file(DEFAULT_MODEL, "onnx")
     assert max(o.version for o in onnx.load(str(fp32)).opset_import if o.domain == "") < 13
     calib = tmp_path / "calib"
     calib.mkdir()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from damofd.models.bundled import DEFAULT_MODEL
 from tests._serve_util import running_server
 
 pytest.importorskip("fastapi")
@@ -68,7 +69,7 @@ def _check_page(base: str, photo: Path, tmp_path: Path) -> None:
         WebDriverWait(browser, 20).until(
             lambda b: b.find_element(By.ID, "model").text not in ("", "…")
         )
-        assert "damofd-0.5g-kps" in browser.find_element(By.ID, "model").text
+        assert DEFAULT_MODEL in browser.find_element(By.ID, "model").text
         browser.find_element(By.ID, "file").send_keys(str(photo))
         WebDriverWait(browser, 60).until(
             ec.text_to_be_present_in_element((By.ID, "status"), "found")

@@ -23,8 +23,13 @@ from damofd.models.sources import (
 def test_each_kind_of_spec(tmp_path: Path) -> None:
     default = resolve_source(None)
     assert (default.kind, default.name) == ("bundled", DEFAULT_MODEL)
+    assert DEFAULT_MODEL == "damofd-0.5g-bnkps"
+    # the first default (DamoFD's own GN head) stays bundled, under every name of its zoo entry
     assert resolve_source("DamoFD_0.5G_KPS") == ModelSource(
-        "DamoFD_0.5G_KPS", "bundled", DEFAULT_MODEL
+        "DamoFD_0.5G_KPS", "bundled", "damofd-0.5g-kps"
+    )
+    assert resolve_source("damofd-500m-bnkps") == ModelSource(
+        "damofd-500m-bnkps", "bundled", DEFAULT_MODEL
     )
     assert resolve_source("scrfd-1g").kind == "zoo" and resolve_source("scrfd-1g").model_id is None
     hub = resolve_source("damofd-10g-kps")

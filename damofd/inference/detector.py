@@ -371,7 +371,7 @@ class FaceDetector:
 
     @property
     def model_label(self) -> str:
-        """What reports name as the model: ``damofd-0.5g-kps (bundled)``, a zoo name or the
+        """What reports name as the model: ``damofd-0.5g-bnkps (bundled)``, a zoo name or the
         backend description."""
         name = self.model_name
         path = getattr(self.backend, "path", None)

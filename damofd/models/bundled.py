@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 #: The zoo name of the default detector (its weights ship in the package).
-DEFAULT_MODEL = "damofd-0.5g-kps"
+DEFAULT_MODEL = "damofd-0.5g-bnkps"
 #: Folder of the bundled weight files (package data).
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 _INDEX = "bundled.json"
@@ -68,7 +68,7 @@ class BundledModel:
     notes: tuple[str, ...] = field(default=())
 
     def summary(self) -> str:
-        """``damofd-0.5g-kps (bundled, WIDER val subset AP 0.80/0.70/0.38)``."""
+        """``damofd-0.5g-bnkps (bundled weights, WIDER val subset AP 0.732/0.646/0.278 ...)``."""
         a = self.ap
         return (
             f"{self.name} (bundled weights, WIDER val subset AP "

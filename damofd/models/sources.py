@@ -101,7 +101,7 @@ class ModelSource:
         return self.path
 
     def describe(self) -> str:
-        """Short words for messages and reports: ``damofd-0.5g-kps (bundled weights)``."""
+        """Short words for messages and reports: ``damofd-0.5g-bnkps (bundled weights)``."""
         if self.kind == "bundled":
             return f"{self.name} (bundled weights)"
         if self.kind == "zoo":
