@@ -68,7 +68,8 @@ class BundledModel:
     notes: tuple[str, ...] = field(default=())
 
     def summary(self) -> str:
-        """``damofd-0.5g-bnkps (bundled weights, WIDER val subset AP 0.732/0.646/0.278 ...)``."""
+        """One line for reports, e.g. ``damofd-0.5g-bnkps (bundled weights, WIDER val subset AP
+        0.732/0.646/0.278 Easy/Medium/Hard)``."""
         a = self.ap
         return (
             f"{self.name} (bundled weights, WIDER val subset AP "
