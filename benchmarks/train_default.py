@@ -10,6 +10,9 @@ runs, so the model card can quote them and anyone can run them by hand::
     python benchmarks/train_default.py patch    [--minutes M]   # 320-px patch training, resumable
     python benchmarks/train_default.py finetune [--minutes M]   # short 640-px fine-tune, resumable
     python benchmarks/train_default.py bundle               # strip, export, evaluate, index
+    python benchmarks/train_default.py restart  [--minutes M]   # second 320-px cycle, resumable
+    python benchmarks/train_default.py finetune --after-restart # stage 2 again, from its end
+    python benchmarks/train_default.py bundle --after-restart
     python benchmarks/train_default.py card   [--bench bench_infer.json]  # docs/model-card.md
     python benchmarks/train_default.py wide [--minutes M]   # damofd-0.5g-kps: 640 px, wide crops
     python benchmarks/train_default.py compare [--model scrfd-500m-kps]   # DamoFD vs SCRFD arm
@@ -90,6 +93,15 @@ def _fine_args(warmup: int, epochs: int) -> list[str]:
 
 FINETUNE_ARGS = _fine_args(warmup=50, epochs=6)
 WIDE_ARGS = _fine_args(warmup=30, epochs=4)
+# stage 3: a second 320-px cosine cycle (warm restart) from the fine-tuned model, with a new seed
+# for a new sample order; then ``finetune --after-restart`` repeats stage 2 from its end
+RESTART_EPOCHS = 60
+RESTART_ARGS = [
+    "--patch-size", "320", "--lr-policy", "cosine", "--lr", "0.005", "--warmup-iters", "100",
+    "--batch-size", "8", "--workers", "1", "--threads", "2", "--device", "cpu", "--seed", "1",
+    "--eval-every", "10", "--checkpoint-every", "10", "--checkpoint-every-iters", "200",
+    "--no-progress", "--epochs", str(RESTART_EPOCHS),
+]  # fmt: skip
 
 
 def _assets() -> dict[str, Path]:
@@ -121,6 +133,14 @@ def _dirs(model: str, epochs: int = PATCH_EPOCHS, init: str = "official") -> tup
     tag = "" if epochs == PATCH_EPOCHS else f"-e{epochs}"
     tag += "" if init == "official" else f"-{init}"
     return RUNS / f"arm-{model}{tag}", RUNS / f"arm-{model}{tag}-640"
+
+
+def _restart_dirs(
+    model: str, epochs: int = PATCH_EPOCHS, init: str = "official"
+) -> tuple[Path, Path]:
+    """Work dirs of the warm-restart stage and of the fine-tune after it."""
+    patch_dir, _ = _dirs(model, epochs, init)
+    return Path(f"{patch_dir}-restart"), Path(f"{patch_dir}-restart-640")
 
 
 def _train_common(a: dict[str, Path], work_dir: Path, model: str = NAME) -> list[str]:
@@ -174,11 +194,20 @@ def _fine_tune(
 
 def stage_finetune(args: argparse.Namespace) -> int:
     patch_dir, finetune_dir = _dirs(args.model, args.epochs, args.init)
+    if args.after_restart:  # stage 4: the same fine-tune from the end of the warm restart
+        patch_dir, finetune_dir = _restart_dirs(args.model, args.epochs, args.init)
     run_args = FINETUNE_ARGS
     if args.fine_epochs is not None:  # a shorter fine-tune, validated once at its end
         run_args = _fine_args(warmup=50, epochs=args.fine_epochs)
         run_args[run_args.index("--eval-every") + 1] = str(args.fine_epochs)
     return _fine_tune(args, finetune_dir, patch_dir / "latest.pth", run_args, CROP_640)
+
+
+def stage_restart(args: argparse.Namespace) -> int:
+    """Stage 3: a second 320-px cosine cycle (lr 0.005, 60 epochs) from the fine-tuned model."""
+    _, finetune_dir = _dirs(args.model, args.epochs, args.init)
+    restart_dir, _ = _restart_dirs(args.model, args.epochs, args.init)
+    return _fine_tune(args, restart_dir, finetune_dir / "latest.pth", RESTART_ARGS, CROP_320)
 
 
 def stage_wide(args: argparse.Namespace) -> int:
@@ -258,7 +287,11 @@ def stage_bundle(args: argparse.Namespace) -> int:
     a = _assets()
     name, epochs = args.model, args.epochs
     patch_dir, finetune_dir = _dirs(name, epochs, args.init)
-    ckpt = Path(args.checkpoint) if args.checkpoint else finetune_dir / "latest.pth"
+    restart_dir, finetune2_dir = _restart_dirs(name, epochs, args.init)
+    if not args.after_restart:
+        restart_dir = finetune2_dir = Path("/nonexistent")
+    last = finetune2_dir if args.after_restart else finetune_dir
+    ckpt = Path(args.checkpoint) if args.checkpoint else last / "latest.pth"
     meta = torch.load(ckpt, map_location="cpu", weights_only=False)["meta"]
     model = load_model(ckpt)
     if model.config != get_config(name):  # by architecture: a config-file run records no name
@@ -283,13 +316,20 @@ def stage_bundle(args: argparse.Namespace) -> int:
         "patch": _train_hours(patch_dir),
         "finetune": _train_hours(finetune_dir),
         "wide": _train_hours(wide_dir),
+        "restart": _train_hours(restart_dir),
+        "finetune2": _train_hours(finetune2_dir),
     }
     cmd = "python benchmarks/train_default.py"
     sel = f" --model {name}" + ("" if epochs == PATCH_EPOCHS else f" --epochs {epochs}")
     fine_epochs = _run_epochs(finetune_dir)
     fine_sel = "" if fine_epochs in (None, 6) else f" --fine-epochs {fine_epochs}"
     ran = [k for k, v in hours.items() if v > 0]
-    stages = " && ".join(f"{cmd} {k}{sel}{fine_sel if k == 'finetune' else ''}" for k in ran)
+    stage_cmd = {
+        "finetune": f"finetune{sel}{fine_sel}",
+        "finetune2": f"finetune{sel} --after-restart",
+    }
+    stages = " && ".join(f"{cmd} {stage_cmd.get(k, k + sel)}" for k in ran)
+    after = " --after-restart" if args.after_restart else ""
     entry = {
         "files": {
             "pth": {"name": pth.name, "sha256": sha256_file(pth), "bytes": pth.stat().st_size},
@@ -323,14 +363,23 @@ def stage_bundle(args: argparse.Namespace) -> int:
             if "wide" in ran
             else ""
         )
+        + (
+            "; then a second 320-px cosine cycle from the fine-tuned model (warm restart: lr "
+            f"0.005, 100 warm-up iterations, {RESTART_EPOCHS} epochs, seed 1) and the same "
+            "640-px fine-tune again"
+            if "restart" in ran
+            else ""
+        )
         + f" (stages run: {', '.join(ran)}); QFL + DIoU + keypoint loss; seed 0",
-        "command": f"{cmd} data && {stages} && {cmd} bundle{sel} --checkpoint {ckpt}",
+        "command": f"{cmd} data && {stages} && {cmd} bundle{sel}{after} --checkpoint {ckpt}",
         "cpu_hours": round(2 * sum(hours.values()), 2),
         "wall_hours_2_threads": {k: round(v, 2) for k, v in hours.items()},
         "val_curve": {
             "patch": _val_curve(patch_dir),
             "finetune": _val_curve(finetune_dir),
             "wide": _val_curve(wide_dir),
+            "restart": _val_curve(restart_dir),
+            "finetune2": _val_curve(finetune2_dir),
         },
         "licence": "weights: Apache-2.0, as damofd's code. They were trained on WIDER FACE, whose "
         "images and annotations are released for non-commercial research (CC BY-NC-ND); "
@@ -604,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="stage", required=True)
     sub.add_parser("data", help="write the held-out split and the training labels")
-    for name in ("patch", "finetune"):
+    for name in ("patch", "finetune", "restart"):
         p = sub.add_parser(name, help=f"{name} stage (resumable)")
         p.add_argument("--minutes", type=float, help="time limit of this session")
         p.add_argument("--model", default=DEFAULT, help=f"architecture (default {DEFAULT})")
@@ -612,11 +661,17 @@ def main(argv: list[str] | None = None) -> int:
             "--epochs", type=int, default=PATCH_EPOCHS,
             help=f"patch epochs of the cosine schedule (default {PATCH_EPOCHS})",
         )  # fmt: skip
+        if name == "restart":
+            p.add_argument("--start", help="checkpoint to start from (default: finetune latest)")
         if name == "finetune":
             p.add_argument("--start", help="checkpoint to start from (default: patch latest)")
             p.add_argument(
                 "--fine-epochs", type=int, help="640-px epochs (default 6, validated every 2)"
             )
+            p.add_argument(
+                "--after-restart", action="store_true",
+                help="fine-tune the end of the restart stage (work dir <patch dir>-restart-640)",
+            )  # fmt: skip
     wide = sub.add_parser("wide", help="640-px fine-tune with wide crop scales (resumable)")
     wide.add_argument("--minutes", type=float, help="time limit of this session")
     wide.add_argument("--start", help="checkpoint to start from (default: finetune latest)")
@@ -624,6 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--checkpoint", help="default: the fine-tune stage's latest.pth")
     b.add_argument("--model", default=DEFAULT, help=f"architecture (default {DEFAULT})")
     b.add_argument("--epochs", type=int, default=PATCH_EPOCHS, help="patch epochs of the run")
+    b.add_argument("--after-restart", action="store_true", help="bundle the restart's fine-tune")
     c = sub.add_parser("card", help="print the model card's measured tables, draw its curve")
     c.add_argument("--bench", help="JSON written by benchmarks/bench_infer.py --json")
     c.add_argument("--model", default=DEFAULT, help=f"bundled model (default {DEFAULT})")
@@ -636,13 +692,15 @@ def main(argv: list[str] | None = None) -> int:
     pair.add_argument("--epochs", type=int, default=PATCH_EPOCHS, help="patch epochs of both arms")
     pair.add_argument("--fill", action="store_true", help="score checkpoints missing a validation")
     init_help = "backbone conv init of the run: official (xavier gain 3.26) or kaiming"
-    for p in (sub.choices["patch"], sub.choices["finetune"], b, c, cmp_, pair):
+    trained = [sub.choices[k] for k in ("patch", "finetune", "restart")]
+    for p in (*trained, b, c, cmp_, pair):
         p.add_argument("--init", choices=INIT_SCHEMES, default="official", help=init_help)
     args = ap.parse_args(argv)
     return {
         "data": stage_data,
         "patch": stage_patch,
         "finetune": stage_finetune,
+        "restart": stage_restart,
         "wide": stage_wide,
         "bundle": stage_bundle,
         "card": stage_card,
