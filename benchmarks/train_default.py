@@ -664,7 +664,10 @@ def main(argv: list[str] | None = None) -> int:
         if name == "restart":
             p.add_argument("--start", help="checkpoint to start from (default: finetune latest)")
         if name == "finetune":
-            p.add_argument("--start", help="checkpoint to start from (default: patch latest)")
+            p.add_argument(
+                "--start", help="checkpoint to start from (default: the latest.pth of the patch "
+                "stage, or of the restart stage with --after-restart)",
+            )  # fmt: skip
             p.add_argument(
                 "--fine-epochs", type=int, help="640-px epochs (default 6, validated every 2)"
             )
