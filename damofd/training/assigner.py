@@ -133,8 +133,12 @@ class ATSSAssigner:
         max_overlaps = anchors.new_zeros(n)
         if g == 0 or n == 0:
             return AssignResult(gt_inds, max_overlaps, g)
-        anchors = anchors.float()
-        gts = gt_bboxes.float()
+        # at least float32 (half/bfloat16 boxes lose pixels), float64 kept when given
+        dtype = torch.promote_types(
+            torch.promote_types(anchors.dtype, gt_bboxes.dtype), torch.float32
+        )
+        anchors = anchors.to(dtype)
+        gts = gt_bboxes.to(dtype)
         a_ctr = (anchors[:, :2] + anchors[:, 2:]) / 2.0
         g_ctr = (gts[:, :2] + gts[:, 2:]) / 2.0
         device = anchors.device
@@ -145,7 +149,7 @@ class ATSSAssigner:
             and gt_bboxes_ignore is not None
             and gt_bboxes_ignore.numel() > 0
         ):
-            ignored = _iof(anchors, gt_bboxes_ignore.float()).max(dim=1).values
+            ignored = _iof(anchors, gt_bboxes_ignore.to(dtype)).max(dim=1).values
             ignored = ignored > self.ignore_iof_thr
             gt_inds[ignored] = -1
 
