@@ -13,6 +13,8 @@ runs, so the model card can quote them and anyone can run them by hand::
     python benchmarks/train_default.py restart  [--minutes M]   # second 320-px cycle, resumable
     python benchmarks/train_default.py finetune --after-restart # stage 2 again, from its end
     python benchmarks/train_default.py bundle --after-restart
+    python benchmarks/train_default.py restart --cycle 2        # a third cycle, from that end
+    python benchmarks/train_default.py finetune --after-restart 2 && ... bundle --after-restart 2
     python benchmarks/train_default.py card   [--bench bench_infer.json]  # docs/model-card.md
     python benchmarks/train_default.py wide [--minutes M]   # damofd-0.5g-kps: 640 px, wide crops
     python benchmarks/train_default.py compare [--model scrfd-500m-kps]   # DamoFD vs SCRFD arm
@@ -94,14 +96,18 @@ def _fine_args(warmup: int, epochs: int) -> list[str]:
 FINETUNE_ARGS = _fine_args(warmup=50, epochs=6)
 WIDE_ARGS = _fine_args(warmup=30, epochs=4)
 # stage 3: a second 320-px cosine cycle (warm restart) from the fine-tuned model, with a new seed
-# for a new sample order; then ``finetune --after-restart`` repeats stage 2 from its end
+# for a new sample order; then ``finetune --after-restart`` repeats stage 2 from its end. Cycle N
+# (``restart --cycle N``) starts from the fine-tune after cycle N - 1 and uses seed N.
 RESTART_EPOCHS = 60
-RESTART_ARGS = [
-    "--patch-size", "320", "--lr-policy", "cosine", "--lr", "0.005", "--warmup-iters", "100",
-    "--batch-size", "8", "--workers", "1", "--threads", "2", "--device", "cpu", "--seed", "1",
-    "--eval-every", "10", "--checkpoint-every", "10", "--checkpoint-every-iters", "200",
-    "--no-progress", "--epochs", str(RESTART_EPOCHS),
-]  # fmt: skip
+
+
+def _restart_args(cycle: int) -> list[str]:
+    return [
+        "--patch-size", "320", "--lr-policy", "cosine", "--lr", "0.005", "--warmup-iters", "100",
+        "--batch-size", "8", "--workers", "1", "--threads", "2", "--device", "cpu",
+        "--seed", str(cycle), "--eval-every", "10", "--checkpoint-every", "10",
+        "--checkpoint-every-iters", "200", "--no-progress", "--epochs", str(RESTART_EPOCHS),
+    ]  # fmt: skip
 
 
 def _assets() -> dict[str, Path]:
@@ -136,11 +142,45 @@ def _dirs(model: str, epochs: int = PATCH_EPOCHS, init: str = "official") -> tup
 
 
 def _restart_dirs(
-    model: str, epochs: int = PATCH_EPOCHS, init: str = "official"
+    model: str, epochs: int = PATCH_EPOCHS, init: str = "official", cycle: int = 1
 ) -> tuple[Path, Path]:
-    """Work dirs of the warm-restart stage and of the fine-tune after it."""
+    """Work dirs of warm-restart ``cycle`` (1, 2, ...) and of the fine-tune after it."""
+    if cycle < 1:
+        raise ValueError(f"restart cycle must be >= 1, got {cycle}")
     patch_dir, _ = _dirs(model, epochs, init)
-    return Path(f"{patch_dir}-restart"), Path(f"{patch_dir}-restart-640")
+    tag = "restart" if cycle == 1 else f"restart{cycle}"
+    return Path(f"{patch_dir}-{tag}"), Path(f"{patch_dir}-{tag}-640")
+
+
+def _restart_stages(cycle: int) -> tuple[str, str]:
+    """Names of restart ``cycle``'s two stages in bundled.json: restart/finetune2 for the first,
+    restart2/finetune3 for the second, ..."""
+    return ("restart" if cycle == 1 else f"restart{cycle}"), f"finetune{cycle + 1}"
+
+
+def _stage_label(stage: str) -> str:
+    fixed = {"patch": "320-px patches", "finetune": "640-px fine-tune", "wide": "640-px, wide"}
+    if stage in fixed:
+        return fixed[stage] + (" crops" if stage == "wide" else "")
+    if stage.startswith("restart"):
+        return f"320-px warm restart {stage.removeprefix('restart') or '1'}"
+    return f"640-px fine-tune {stage.removeprefix('finetune')}"
+
+
+def _stage_dirs(model: str, epochs: int, init: str, restarts: int) -> dict[str, Path | None]:
+    """Work dir of every stage of ``model``'s run, in order, through ``restarts`` warm-restart
+    cycles; ``None`` for a stage that is not part of it (``wide`` exists only for the
+    damofd-0.5g-kps run)."""
+    patch_dir, finetune_dir = _dirs(model, epochs, init)
+    dirs: dict[str, Path | None] = {
+        "patch": patch_dir,
+        "finetune": finetune_dir,
+        "wide": WIDE_DIR if (model, epochs, init) == (NAME, PATCH_EPOCHS, "official") else None,
+    }
+    for cycle in range(1, restarts + 1):
+        stages = _restart_stages(cycle)
+        dirs.update(zip(stages, _restart_dirs(model, epochs, init, cycle)))
+    return dirs
 
 
 def _train_common(a: dict[str, Path], work_dir: Path, model: str = NAME) -> list[str]:
@@ -194,8 +234,10 @@ def _fine_tune(
 
 def stage_finetune(args: argparse.Namespace) -> int:
     patch_dir, finetune_dir = _dirs(args.model, args.epochs, args.init)
-    if args.after_restart:  # stage 4: the same fine-tune from the end of the warm restart
-        patch_dir, finetune_dir = _restart_dirs(args.model, args.epochs, args.init)
+    if args.after_restart:  # stage 4: the same fine-tune from the end of a warm restart
+        patch_dir, finetune_dir = _restart_dirs(
+            args.model, args.epochs, args.init, args.after_restart
+        )
     run_args = FINETUNE_ARGS
     if args.fine_epochs is not None:  # a shorter fine-tune, validated once at its end
         run_args = _fine_args(warmup=50, epochs=args.fine_epochs)
@@ -204,10 +246,16 @@ def stage_finetune(args: argparse.Namespace) -> int:
 
 
 def stage_restart(args: argparse.Namespace) -> int:
-    """Stage 3: a second 320-px cosine cycle (lr 0.005, 60 epochs) from the fine-tuned model."""
-    _, finetune_dir = _dirs(args.model, args.epochs, args.init)
-    restart_dir, _ = _restart_dirs(args.model, args.epochs, args.init)
-    return _fine_tune(args, restart_dir, finetune_dir / "latest.pth", RESTART_ARGS, CROP_320)
+    """Stage 3: another 320-px cosine cycle (lr 0.005, 60 epochs, seed = cycle) from the
+    fine-tuned model: cycle 1 from the first fine-tune, cycle N from the fine-tune after N - 1."""
+    cycle = args.cycle
+    if cycle == 1:
+        _, finetune_dir = _dirs(args.model, args.epochs, args.init)
+    else:
+        _, finetune_dir = _restart_dirs(args.model, args.epochs, args.init, cycle - 1)
+    restart_dir, _ = _restart_dirs(args.model, args.epochs, args.init, cycle)
+    run_args = _restart_args(cycle)
+    return _fine_tune(args, restart_dir, finetune_dir / "latest.pth", run_args, CROP_320)
 
 
 def stage_wide(args: argparse.Namespace) -> int:
@@ -215,7 +263,9 @@ def stage_wide(args: argparse.Namespace) -> int:
     return _fine_tune(args, WIDE_DIR, FINETUNE_DIR / "latest.pth", WIDE_ARGS, CROP_WIDE)
 
 
-def _train_hours(work_dir: Path) -> float:
+def _train_hours(work_dir: Path | None) -> float:
+    if work_dir is None:
+        return 0.0
     log = work_dir / "log.jsonl"
     if not log.is_file():
         return 0.0
@@ -229,7 +279,9 @@ def _run_epochs(work_dir: Path) -> int | None:
     return int(json.loads(cfg.read_text())["total_epochs"]) if cfg.is_file() else None
 
 
-def _val_curve(work_dir: Path) -> list[dict[str, Any]]:
+def _val_curve(work_dir: Path | None) -> list[dict[str, Any]]:
+    if work_dir is None:
+        return []
     log = work_dir / "log.jsonl"
     if not log.is_file():
         return []
@@ -286,11 +338,9 @@ def stage_bundle(args: argparse.Namespace) -> int:
 
     a = _assets()
     name, epochs = args.model, args.epochs
-    patch_dir, finetune_dir = _dirs(name, epochs, args.init)
-    restart_dir, finetune2_dir = _restart_dirs(name, epochs, args.init)
-    if not args.after_restart:
-        restart_dir = finetune2_dir = Path("/nonexistent")
-    last = finetune2_dir if args.after_restart else finetune_dir
+    dirs = _stage_dirs(name, epochs, args.init, args.after_restart)
+    last = dirs[_restart_stages(args.after_restart)[1] if args.after_restart else "finetune"]
+    assert last is not None
     ckpt = Path(args.checkpoint) if args.checkpoint else last / "latest.pth"
     meta = torch.load(ckpt, map_location="cpu", weights_only=False)["meta"]
     model = load_model(ckpt)
@@ -311,25 +361,22 @@ def stage_bundle(args: argparse.Namespace) -> int:
         lm["det_500m.onnx"] = _landmarks(FaceDetector.from_onnx(a["det_500m"], score_thr=0.5), a)
     print("landmarks", lm, flush=True)
 
-    wide_dir = WIDE_DIR if (name, epochs) == (NAME, PATCH_EPOCHS) else Path("/nonexistent")
-    hours = {
-        "patch": _train_hours(patch_dir),
-        "finetune": _train_hours(finetune_dir),
-        "wide": _train_hours(wide_dir),
-        "restart": _train_hours(restart_dir),
-        "finetune2": _train_hours(finetune2_dir),
-    }
+    hours = {stage: _train_hours(d) for stage, d in dirs.items()}
     cmd = "python benchmarks/train_default.py"
     sel = f" --model {name}" + ("" if epochs == PATCH_EPOCHS else f" --epochs {epochs}")
-    fine_epochs = _run_epochs(finetune_dir)
+    fine_epochs = _run_epochs(dirs["finetune"]) if dirs["finetune"] else None
     fine_sel = "" if fine_epochs in (None, 6) else f" --fine-epochs {fine_epochs}"
     ran = [k for k, v in hours.items() if v > 0]
-    stage_cmd = {
-        "finetune": f"finetune{sel}{fine_sel}",
-        "finetune2": f"finetune{sel} --after-restart",
-    }
+    stage_cmd = {"finetune": f"finetune{sel}{fine_sel}"}
+    for cycle in range(1, args.after_restart + 1):
+        n = "" if cycle == 1 else f" {cycle}"
+        restart, finetune = _restart_stages(cycle)
+        stage_cmd[restart] = f"restart{sel}" + ("" if cycle == 1 else f" --cycle {cycle}")
+        stage_cmd[finetune] = f"finetune{sel} --after-restart{n}"
     stages = " && ".join(f"{cmd} {stage_cmd.get(k, k + sel)}" for k in ran)
-    after = " --after-restart" if args.after_restart else ""
+    after = ""
+    if args.after_restart:
+        after = " --after-restart" + ("" if args.after_restart == 1 else f" {args.after_restart}")
     entry = {
         "files": {
             "pth": {"name": pth.name, "sha256": sha256_file(pth), "bytes": pth.stat().st_size},
@@ -363,24 +410,18 @@ def stage_bundle(args: argparse.Namespace) -> int:
             if "wide" in ran
             else ""
         )
-        + (
-            "; then a second 320-px cosine cycle from the fine-tuned model (warm restart: lr "
-            f"0.005, 100 warm-up iterations, {RESTART_EPOCHS} epochs, seed 1) and the same "
+        + "".join(
+            f"; then 320-px cosine cycle {cycle + 1} from the fine-tuned model (warm restart: lr "
+            f"0.005, 100 warm-up iterations, {RESTART_EPOCHS} epochs, seed {cycle}) and the same "
             "640-px fine-tune again"
-            if "restart" in ran
-            else ""
+            for cycle in range(1, args.after_restart + 1)
+            if _restart_stages(cycle)[0] in ran
         )
         + f" (stages run: {', '.join(ran)}); QFL + DIoU + keypoint loss; seed 0",
         "command": f"{cmd} data && {stages} && {cmd} bundle{sel}{after} --checkpoint {ckpt}",
         "cpu_hours": round(2 * sum(hours.values()), 2),
         "wall_hours_2_threads": {k: round(v, 2) for k, v in hours.items()},
-        "val_curve": {
-            "patch": _val_curve(patch_dir),
-            "finetune": _val_curve(finetune_dir),
-            "wide": _val_curve(wide_dir),
-            "restart": _val_curve(restart_dir),
-            "finetune2": _val_curve(finetune2_dir),
-        },
+        "val_curve": {stage: _val_curve(d) for stage, d in dirs.items()},
         "licence": "weights: Apache-2.0, as damofd's code. They were trained on WIDER FACE, whose "
         "images and annotations are released for non-commercial research (CC BY-NC-ND); "
         "whether a model trained on them may be used commercially is not settled by that "
@@ -403,7 +444,9 @@ def stage_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
-def _curve_png(out: Path, dirs: tuple[Path, Path, Path]) -> bool:
+def _curve_png(out: Path, dirs: dict[str, Path | None]) -> bool:
+    """Draw the loss and the val AP of the stages in ``dirs`` end to end; False without
+    matplotlib."""
     try:
         import matplotlib
 
@@ -413,9 +456,10 @@ def _curve_png(out: Path, dirs: tuple[Path, Path, Path]) -> bool:
         return False
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     offset = 0
-    for label, wd in zip(("320-px patches", "640-px fine-tune", "640-px, wide crops"), dirs):
-        log = wd / "log.jsonl"
-        if not log.is_file():
+    for stage, wd in dirs.items():
+        label = _stage_label(stage)
+        log = wd / "log.jsonl" if wd is not None else None
+        if log is None or not log.is_file():
             continue
         recs = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
         train = [r for r in recs if r.get("mode") == "train"]
@@ -448,10 +492,12 @@ def stage_card(args: argparse.Namespace) -> int:
     the curve figure; the prose around them is written by hand."""
     index = json.loads((WEIGHTS / "bundled.json").read_text())[args.model]
     docs = Path(__file__).resolve().parents[1] / "docs"
-    patch_dir, finetune_dir = _dirs(args.model, args.epochs, args.init)
-    wide_dir = WIDE_DIR if (args.model, args.epochs) == (NAME, PATCH_EPOCHS) else Path("-")
+    # the stages the bundled entry was built from: those with a recorded curve
+    cycles = sum(1 for k in index["val_curve"] if k.startswith("restart"))
+    dirs = _stage_dirs(args.model, args.epochs, args.init, restarts=cycles)
+    dirs = {k: v for k, v in dirs.items() if index["val_curve"].get(k)}
     png = docs / ("model_card_curve.png" if args.model == NAME else f"curve_{args.model}.png")
-    if _curve_png(png, (patch_dir, finetune_dir, wide_dir)):
+    if _curve_png(png, dirs):
         print(f"wrote {png}")
     a = index["ap"]
     o = a["original_protocol"]
@@ -662,7 +708,14 @@ def main(argv: list[str] | None = None) -> int:
             help=f"patch epochs of the cosine schedule (default {PATCH_EPOCHS})",
         )  # fmt: skip
         if name == "restart":
-            p.add_argument("--start", help="checkpoint to start from (default: finetune latest)")
+            p.add_argument(
+                "--start", help="checkpoint to start from (default: the latest.pth of the "
+                "fine-tune before this cycle)",
+            )  # fmt: skip
+            p.add_argument(
+                "--cycle", type=int, default=1, choices=range(1, 10), metavar="N",
+                help="warm-restart cycle (default 1; N starts from the fine-tune after N - 1)",
+            )  # fmt: skip
         if name == "finetune":
             p.add_argument(
                 "--start", help="checkpoint to start from (default: the latest.pth of the patch "
@@ -672,8 +725,9 @@ def main(argv: list[str] | None = None) -> int:
                 "--fine-epochs", type=int, help="640-px epochs (default 6, validated every 2)"
             )
             p.add_argument(
-                "--after-restart", action="store_true",
-                help="fine-tune the end of the restart stage (work dir <patch dir>-restart-640)",
+                "--after-restart", type=int, nargs="?", const=1, default=0, metavar="N",
+                help="fine-tune the end of warm-restart cycle N (default 1; work dir "
+                "<patch dir>-restart-640, -restart2-640, ...)",
             )  # fmt: skip
     wide = sub.add_parser("wide", help="640-px fine-tune with wide crop scales (resumable)")
     wide.add_argument("--minutes", type=float, help="time limit of this session")
@@ -682,7 +736,10 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--checkpoint", help="default: the fine-tune stage's latest.pth")
     b.add_argument("--model", default=DEFAULT, help=f"architecture (default {DEFAULT})")
     b.add_argument("--epochs", type=int, default=PATCH_EPOCHS, help="patch epochs of the run")
-    b.add_argument("--after-restart", action="store_true", help="bundle the restart's fine-tune")
+    b.add_argument(
+        "--after-restart", type=int, nargs="?", const=1, default=0, metavar="N",
+        help="bundle the fine-tune after warm-restart cycle N (default 1)",
+    )  # fmt: skip
     c = sub.add_parser("card", help="print the model card's measured tables, draw its curve")
     c.add_argument("--bench", help="JSON written by benchmarks/bench_infer.py --json")
     c.add_argument("--model", default=DEFAULT, help=f"bundled model (default {DEFAULT})")
