@@ -445,8 +445,8 @@ def stage_bundle(args: argparse.Namespace) -> int:
 
 
 def _curve_png(out: Path, dirs: dict[str, Path | None]) -> bool:
-    """Draw the loss and the val AP of the stages in ``dirs`` end to end; False without
-    matplotlib."""
+    """Draw the loss and the val AP of the stages in ``dirs`` end to end; False (and ``out``
+    untouched) without matplotlib or without any of the stages' logs."""
     try:
         import matplotlib
 
@@ -454,8 +454,14 @@ def _curve_png(out: Path, dirs: dict[str, Path | None]) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
+    logs = [d / "log.jsonl" for d in dirs.values() if d is not None]
+    if not any(log.is_file() for log in logs):
+        print(f"no training log of {', '.join(map(str, logs))}: {out} left as it is")
+        return False
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     offset = 0
+    points: dict[str, tuple[list[int], list[float]]] = {k: ([], []) for k in SETTINGS}
+    spans: list[tuple[int, int, str]] = []
     for stage, wd in dirs.items():
         label = _stage_label(stage)
         log = wd / "log.jsonl" if wd is not None else None
@@ -466,13 +472,22 @@ def _curve_png(out: Path, dirs: dict[str, Path | None]) -> bool:
         val = [r for r in recs if r.get("mode") == "val"]
         if train:
             it = [offset + r["iter"] for r in train]
-            ax[0].plot(it, [r["loss"] for r in train], lw=0.6, label=f"loss ({label})")
-        for key, style in (("easy", "-o"), ("medium", "-s"), ("hard", "-^")):
-            ax[1].plot(
-                [offset + r["iter"] for r in val], [r[key] for r in val], style, ms=3,
-                label=f"{key} ({label})",
-            )  # fmt: skip
-        offset += train[-1]["iter"] if train else 0
+            ax[0].plot(it, [r["loss"] for r in train], lw=0.6, label=label)
+        for key in SETTINGS:
+            points[key][0].extend(offset + r["iter"] for r in val)
+            points[key][1].extend(r[key] for r in val)
+        end = offset + (train[-1]["iter"] if train else 0)
+        spans.append((offset, end, label))
+        offset = end
+    # one line per setting across the stages; the stages are shaded bands
+    for n, (start, end, label) in enumerate(spans):
+        ax[1].axvspan(start, end, color="0.92" if n % 2 else "white", zorder=0)
+        ax[1].text(
+            (start + end) / 2, 0.01, label.replace(" ", "\n", 1), ha="center", va="bottom",
+            fontsize=6, transform=ax[1].get_xaxis_transform(),
+        )  # fmt: skip
+    for key, style in zip(SETTINGS, ("-o", "-s", "-^")):
+        ax[1].plot(*points[key], style, ms=3, label=key.capitalize())
     ax[0].set_xlabel("iteration (batch 8)")
     ax[0].set_ylabel("training loss (10-iteration mean)")
     ax[0].grid(alpha=0.3)
