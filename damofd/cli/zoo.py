@@ -82,6 +82,7 @@ def _table(rows: list[dict[str, Any]], count: bool) -> str:
     lines.append(
         "AP: WIDER FACE val (%), VGA protocol, as published; GFLOPs/params as published "
         "(DamoFD counts GroupNorm, SCRFD does not)."
+        + ("" if count else " '-': none published; `--count` counts every entry here.")
     )
     from damofd.models.bundled import DEFAULT_MODEL
 
