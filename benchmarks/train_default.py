@@ -741,6 +741,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             p.add_argument(
                 "--after-restart", type=int, nargs="?", const=1, default=0, metavar="N",
+                choices=range(1, 10),
                 help="fine-tune the end of warm-restart cycle N (default 1; work dir "
                 "<patch dir>-restart-640, -restart2-640, ...)",
             )  # fmt: skip
@@ -753,6 +754,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--epochs", type=int, default=PATCH_EPOCHS, help="patch epochs of the run")
     b.add_argument(
         "--after-restart", type=int, nargs="?", const=1, default=0, metavar="N",
+        choices=range(1, 10),
         help="bundle the fine-tune after warm-restart cycle N (default 1)",
     )  # fmt: skip
     c = sub.add_parser("card", help="print the model card's measured tables, draw its curve")
