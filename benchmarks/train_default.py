@@ -148,7 +148,7 @@ def _restart_dirs(
     if cycle < 1:
         raise ValueError(f"restart cycle must be >= 1, got {cycle}")
     patch_dir, _ = _dirs(model, epochs, init)
-    tag = "restart" if cycle == 1 else f"restart{cycle}"
+    tag = _restart_stages(cycle)[0]
     return Path(f"{patch_dir}-{tag}"), Path(f"{patch_dir}-{tag}-640")
 
 
@@ -158,10 +158,33 @@ def _restart_stages(cycle: int) -> tuple[str, str]:
     return ("restart" if cycle == 1 else f"restart{cycle}"), f"finetune{cycle + 1}"
 
 
+CYCLES = range(1, 10)
+"""The warm-restart cycles ``--cycle`` and ``--after-restart`` accept."""
+
+
+def _cycle_flag(flag: str, cycle: int) -> str:
+    """`` --cycle N`` / `` --after-restart [N]`` as the reproduce command writes it (cycle 1 is
+    the flags' default: ``--cycle`` omitted, ``--after-restart`` bare)."""
+    if flag == "--cycle":
+        return "" if cycle == 1 else f" --cycle {cycle}"
+    return " --after-restart" + ("" if cycle == 1 else f" {cycle}")
+
+
+def _add_after_restart(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument(
+        "--after-restart", type=int, nargs="?", const=1, default=0, metavar="N",
+        choices=CYCLES, help=help,
+    )  # fmt: skip
+
+
 def _stage_label(stage: str) -> str:
-    fixed = {"patch": "320-px patches", "finetune": "640-px fine-tune", "wide": "640-px, wide"}
+    fixed = {
+        "patch": "320-px patches",
+        "finetune": "640-px fine-tune",
+        "wide": "640-px, wide crops",
+    }
     if stage in fixed:
-        return fixed[stage] + (" crops" if stage == "wide" else "")
+        return fixed[stage]
     if stage.startswith("restart"):
         return f"320-px warm restart {stage.removeprefix('restart') or '1'}"
     return f"640-px fine-tune {stage.removeprefix('finetune')}"
@@ -369,14 +392,11 @@ def stage_bundle(args: argparse.Namespace) -> int:
     ran = [k for k, v in hours.items() if v > 0]
     stage_cmd = {"finetune": f"finetune{sel}{fine_sel}"}
     for cycle in range(1, args.after_restart + 1):
-        n = "" if cycle == 1 else f" {cycle}"
         restart, finetune = _restart_stages(cycle)
-        stage_cmd[restart] = f"restart{sel}" + ("" if cycle == 1 else f" --cycle {cycle}")
-        stage_cmd[finetune] = f"finetune{sel} --after-restart{n}"
+        stage_cmd[restart] = f"restart{sel}{_cycle_flag('--cycle', cycle)}"
+        stage_cmd[finetune] = f"finetune{sel}{_cycle_flag('--after-restart', cycle)}"
     stages = " && ".join(f"{cmd} {stage_cmd.get(k, k + sel)}" for k in ran)
-    after = ""
-    if args.after_restart:
-        after = " --after-restart" + ("" if args.after_restart == 1 else f" {args.after_restart}")
+    after = _cycle_flag("--after-restart", args.after_restart) if args.after_restart else ""
     entry = {
         "files": {
             "pth": {"name": pth.name, "sha256": sha256_file(pth), "bytes": pth.stat().st_size},
@@ -728,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
                 "fine-tune before this cycle)",
             )  # fmt: skip
             p.add_argument(
-                "--cycle", type=int, default=1, choices=range(1, 10), metavar="N",
+                "--cycle", type=int, default=1, choices=CYCLES, metavar="N",
                 help="warm-restart cycle (default 1; N starts from the fine-tune after N - 1)",
             )  # fmt: skip
         if name == "finetune":
@@ -739,10 +759,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument(
                 "--fine-epochs", type=int, help="640-px epochs (default 6, validated every 2)"
             )
-            p.add_argument(
-                "--after-restart", type=int, nargs="?", const=1, default=0, metavar="N",
-                choices=range(1, 10),
-                help="fine-tune the end of warm-restart cycle N (default 1; work dir "
+            _add_after_restart(
+                p, "fine-tune the end of warm-restart cycle N (default 1; work dir "
                 "<patch dir>-restart-640, -restart2-640, ...)",
             )  # fmt: skip
     wide = sub.add_parser("wide", help="640-px fine-tune with wide crop scales (resumable)")
@@ -752,11 +770,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--checkpoint", help="default: the fine-tune stage's latest.pth")
     b.add_argument("--model", default=DEFAULT, help=f"architecture (default {DEFAULT})")
     b.add_argument("--epochs", type=int, default=PATCH_EPOCHS, help="patch epochs of the run")
-    b.add_argument(
-        "--after-restart", type=int, nargs="?", const=1, default=0, metavar="N",
-        choices=range(1, 10),
-        help="bundle the fine-tune after warm-restart cycle N (default 1)",
-    )  # fmt: skip
+    _add_after_restart(b, "bundle the fine-tune after warm-restart cycle N (default 1)")
     c = sub.add_parser("card", help="print the model card's measured tables, draw its curve")
     c.add_argument("--bench", help="JSON written by benchmarks/bench_infer.py --json")
     c.add_argument("--model", default=DEFAULT, help=f"bundled model (default {DEFAULT})")
