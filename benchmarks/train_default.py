@@ -101,12 +101,15 @@ WIDE_ARGS = _fine_args(warmup=30, epochs=4)
 RESTART_EPOCHS = 60
 
 
-def _restart_args(cycle: int) -> list[str]:
+RESTART_LR = 0.005
+
+
+def _restart_args(cycle: int, epochs: int = RESTART_EPOCHS, lr: float = RESTART_LR) -> list[str]:
     return [
-        "--patch-size", "320", "--lr-policy", "cosine", "--lr", "0.005", "--warmup-iters", "100",
+        "--patch-size", "320", "--lr-policy", "cosine", "--lr", str(lr), "--warmup-iters", "100",
         "--batch-size", "8", "--workers", "1", "--threads", "2", "--device", "cpu",
         "--seed", str(cycle), "--eval-every", "10", "--checkpoint-every", "10",
-        "--checkpoint-every-iters", "200", "--no-progress", "--epochs", str(RESTART_EPOCHS),
+        "--checkpoint-every-iters", "200", "--no-progress", "--epochs", str(epochs),
     ]  # fmt: skip
 
 
@@ -185,15 +188,20 @@ def _stage_label(stage: str) -> str:
     }
     if stage in fixed:
         return fixed[stage]
+    if stage == "gpu":
+        return "640-px GPU cycle"
     if stage.startswith("restart"):
         return f"320-px warm restart {stage.removeprefix('restart') or '1'}"
     return f"640-px fine-tune {stage.removeprefix('finetune')}"
 
 
-def _stage_dirs(model: str, epochs: int, init: str, restarts: int) -> dict[str, Path | None]:
+def _stage_dirs(
+    model: str, epochs: int, init: str, restarts: int, gpu_after: int = 0
+) -> dict[str, Path | None]:
     """Work dir of every stage of ``model``'s run, in order, through ``restarts`` warm-restart
-    cycles; ``None`` for a stage that is not part of it (``wide`` exists only for the
-    damofd-0.5g-kps run)."""
+    cycles (and the GPU cycle ``gpu`` after cycle ``gpu_after``'s fine-tune, when > 0);
+    ``None`` for a stage that is not part of it (``wide`` exists only for the damofd-0.5g-kps
+    run)."""
     patch_dir, finetune_dir = _dirs(model, epochs, init)
     dirs: dict[str, Path | None] = {
         "patch": patch_dir,
@@ -203,6 +211,8 @@ def _stage_dirs(model: str, epochs: int, init: str, restarts: int) -> dict[str, 
     for cycle in range(1, restarts + 1):
         stages = _restart_stages(cycle)
         dirs.update(zip(stages, _restart_dirs(model, epochs, init, cycle)))
+        if cycle == gpu_after:
+            dirs["gpu"] = GPU_DIR
     return dirs
 
 
@@ -277,13 +287,59 @@ def stage_restart(args: argparse.Namespace) -> int:
     else:
         _, finetune_dir = _restart_dirs(args.model, args.epochs, args.init, cycle - 1)
     restart_dir, _ = _restart_dirs(args.model, args.epochs, args.init, cycle)
-    run_args = _restart_args(cycle)
+    run_args = _restart_args(cycle, args.restart_epochs, args.lr)
     return _fine_tune(args, restart_dir, finetune_dir / "latest.pth", run_args, CROP_320)
 
 
 def stage_wide(args: argparse.Namespace) -> int:
     """Stage 3: a short 640-px fine-tune with SCRFD's wide crop range (large faces)."""
     return _fine_tune(args, WIDE_DIR, FINETUNE_DIR / "latest.pth", WIDE_ARGS, CROP_WIDE)
+
+
+GPU_DATA = RUNS / "gpu_data"
+"""The training set shrunk to travel to a GPU machine (``shrink``): 0.7x images, JPEG 60."""
+GPU_DIR = RUNS / "default-gpu"
+GPU_ARGS = [
+    "--device", "cuda", "--batch-size", "64", "--workers", "14", "--threads", "2",
+    "--lr-policy", "cosine", "--lr", "0.03", "--warmup-iters", "200", "--seed", "0",
+    "--eval-every", "0", "--checkpoint-every", "10", "--checkpoint-every-iters", "100",
+    "--no-progress",
+]  # fmt: skip
+"""The GPU cycle's recipe: full-resolution 640-px crops (the 0.5G recipe's 1.0-2.0 scales),
+batch 64 on one GPU, a cosine cycle; no validation there (the val images stay behind)."""
+
+
+def stage_shrink(args: argparse.Namespace) -> int:
+    """The training images scaled by 0.7 and re-encoded (JPEG 60) with their labels, ~51 MiB
+    instead of ~119: small enough to carry to a GPU machine (``damofd data shrink``)."""
+    a = _assets()
+    argv = [
+        "data", "shrink", str(DATA / "train95_kps.txt"), "--images", str(a["images"]),
+        "--scale", "0.7", "--quality", "60", "--out", str(args.out), "--force",
+    ]  # fmt: skip
+    return _damofd(argv)
+
+
+def stage_gpu(args: argparse.Namespace) -> int:
+    """A 640-px cosine cycle on one CUDA GPU from ``--start`` (default: the bundled default
+    after its CPU cycles), on the ``shrink`` folder. Needs no shared assets: the folder and the
+    start weights travel with the repository."""
+    start = args.start or str(WEIGHTS / f"{args.model}.pth")
+    argv = [
+        "train", args.model, "--train", str(args.train), "--work-dir", str(args.work_dir),
+        *GPU_ARGS, "--epochs", str(args.epochs), "--set", f"data.crop_choice={CROP_640}",
+    ]  # fmt: skip
+    for flag in ("--checkpoint-every", "--device", "--batch-size", "--workers"):
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            argv[argv.index(flag) + 1] = str(value)
+    if args.max_iters:
+        argv += ["--max-iters", str(args.max_iters)]
+    if args.minutes:
+        argv += ["--time-limit", str(args.minutes)]
+    if args.force:
+        argv += ["--force"]
+    return _damofd(argv + (_resume_flag(Path(args.work_dir)) or ["--load-from", start]))
 
 
 def _train_hours(work_dir: Path | None) -> float:
@@ -303,17 +359,56 @@ def _run_epochs(work_dir: Path) -> int | None:
 
 
 def _val_curve(work_dir: Path | None) -> list[dict[str, Any]]:
+    """The run's in-training validations, else ``val_curve.json`` (``gpu-curve``: checkpoints of
+    a run without validation, scored afterwards)."""
     if work_dir is None:
         return []
     log = work_dir / "log.jsonl"
-    if not log.is_file():
-        return []
-    recs = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
-    return [
+    text = log.read_text() if log.is_file() else ""
+    recs = [json.loads(x) for x in text.splitlines() if x.strip()]
+    curve = [
         {k: r[k] for k in ("epoch", "iter", "easy", "medium", "hard") if k in r}
         for r in recs
         if r.get("mode") == "val"
     ]
+    scored = work_dir / "val_curve.json"
+    if not curve and scored.is_file():
+        curve = json.loads(scored.read_text())
+    return curve
+
+
+def _run_config(work_dir: Path | None) -> dict[str, Any]:
+    cfg = None if work_dir is None else work_dir / "config.json"
+    return json.loads(cfg.read_text()) if cfg is not None and cfg.is_file() else {}
+
+
+def stage_gpu_curve(args: argparse.Namespace) -> int:
+    """Score the GPU cycle's checkpoints (epoch_N.pth, latest.pth) on the val subset (vga, score
+    0.02, as the CPU stages validate) and write ``<work dir>/val_curve.json``."""
+    import torch
+
+    from damofd.engine.wider_eval import run_wider_eval
+
+    a = _assets()
+    work = Path(args.work_dir)
+    ckpts = sorted(work.glob("epoch_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
+    curve = []
+    for ckpt in [*ckpts, work / "latest.pth"]:
+        meta = torch.load(ckpt, map_location="cpu", weights_only=False)["meta"]
+        run = run_wider_eval(
+            str(ckpt), a["val"], a["gt"], subset=True, threads=2,
+            work_dir=RUNS / "eval" / f"{work.name}-{ckpt.stem}", progress=False,
+        )  # fmt: skip
+        rec = {"epoch": meta.get("epoch"), "iter": meta.get("iter"), "checkpoint": ckpt.name}
+        rec.update({k: float(getattr(run.result, k)) for k in SETTINGS})
+        print(rec, flush=True)
+        if curve and curve[-1]["iter"] == rec["iter"]:
+            continue  # latest.pth is the last epoch_N.pth
+        curve.append(rec)
+    from damofd.io import atomic_write_text
+
+    atomic_write_text(work / "val_curve.json", json.dumps(curve, indent=1) + "\n")
+    return 0
 
 
 def _landmarks(detector: Any, a: dict[str, Path]) -> dict[str, Any]:
@@ -361,8 +456,10 @@ def stage_bundle(args: argparse.Namespace) -> int:
 
     a = _assets()
     name, epochs = args.model, args.epochs
-    dirs = _stage_dirs(name, epochs, args.init, args.after_restart)
+    dirs = _stage_dirs(name, epochs, args.init, args.after_restart, args.gpu_after)
     last = dirs[_restart_stages(args.after_restart)[1] if args.after_restart else "finetune"]
+    if args.gpu_after and args.gpu_after == args.after_restart:
+        last = dirs["gpu"]  # the GPU cycle is the last stage
     assert last is not None
     ckpt = Path(args.checkpoint) if args.checkpoint else last / "latest.pth"
     meta = torch.load(ckpt, map_location="cpu", weights_only=False)["meta"]
@@ -384,19 +481,45 @@ def stage_bundle(args: argparse.Namespace) -> int:
         lm["det_500m.onnx"] = _landmarks(FaceDetector.from_onnx(a["det_500m"], score_thr=0.5), a)
     print("landmarks", lm, flush=True)
 
-    hours = {stage: _train_hours(d) for stage, d in dirs.items()}
+    index_path = WEIGHTS / "bundled.json"
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    prev = index.get(name, {})
+    cpu_dirs = {k: d for k, d in dirs.items() if k != "gpu"}
+    hours = {stage: _train_hours(d) for stage, d in cpu_dirs.items()}
+    curves = {stage: _val_curve(d) for stage, d in dirs.items()}
+    for stage in cpu_dirs:  # stages whose work dir is gone: as the last bundle recorded them
+        if not hours[stage] and prev.get("wall_hours_2_threads", {}).get(stage):
+            hours[stage] = float(prev["wall_hours_2_threads"][stage])
+            curves[stage] = curves[stage] or prev.get("val_curve", {}).get(stage, [])
+    gpu = _gpu_record(dirs.get("gpu")) if "gpu" in dirs else None
     cmd = "python benchmarks/train_default.py"
     sel = f" --model {name}" + ("" if epochs == PATCH_EPOCHS else f" --epochs {epochs}")
-    fine_epochs = _run_epochs(dirs["finetune"]) if dirs["finetune"] else None
-    fine_sel = "" if fine_epochs in (None, 6) else f" --fine-epochs {fine_epochs}"
-    ran = [k for k, v in hours.items() if v > 0]
+    fine_epochs = (_run_epochs(dirs["finetune"]) if dirs["finetune"] else None) or 6
+    fine_sel = "" if fine_epochs == 6 else f" --fine-epochs {fine_epochs}"
+    ran = [k for k in dirs if hours.get(k, 0) > 0 or (k == "gpu" and gpu)]
     stage_cmd = {"finetune": f"finetune{sel}{fine_sel}"}
+    cycle_recipe = {}
     for cycle in range(1, args.after_restart + 1):
         restart, finetune = _restart_stages(cycle)
-        stage_cmd[restart] = f"restart{sel}{_cycle_flag('--cycle', cycle)}"
+        cfg = _run_config(dirs[restart])
+        r_epochs, r_lr = cfg.get("total_epochs", RESTART_EPOCHS), RESTART_LR
+        r_lr = cfg.get("optimizer", {}).get("lr", RESTART_LR)
+        extra = "" if r_epochs == RESTART_EPOCHS else f" --restart-epochs {r_epochs}"
+        extra += "" if r_lr == RESTART_LR else f" --lr {r_lr}"
+        if cycle - 1 == args.gpu_after and args.gpu_after:
+            extra += f" --start {dirs['gpu']}/latest.pth"
+        stage_cmd[restart] = f"restart{sel}{_cycle_flag('--cycle', cycle)}{extra}"
         stage_cmd[finetune] = f"finetune{sel}{_cycle_flag('--after-restart', cycle)}"
+        cycle_recipe[restart] = (r_epochs, r_lr, cycle - 1 == args.gpu_after and args.gpu_after)
+    if gpu:  # from the fine-tune before it (the gpu stage's default start is the bundled .pth)
+        before = dirs[_restart_stages(args.gpu_after)[1]]
+        stage_cmd["gpu"] = (
+            f"shrink && {cmd} gpu{sel} --start {before}/latest.pth --epochs {gpu['epochs_arg']} "
+            f"--max-iters {gpu['iterations']} --checkpoint-every {gpu['checkpoint_every']}"
+        )
     stages = " && ".join(f"{cmd} {stage_cmd.get(k, k + sel)}" for k in ran)
     after = _cycle_flag("--after-restart", args.after_restart) if args.after_restart else ""
+    after += f" --gpu-after {args.gpu_after}" if args.gpu_after else ""
     entry = {
         "files": {
             "pth": {"name": pth.name, "sha256": sha256_file(pth), "bytes": pth.stat().st_size},
@@ -431,17 +554,22 @@ def stage_bundle(args: argparse.Namespace) -> int:
             else ""
         )
         + "".join(
-            f"; then 320-px cosine cycle {cycle + 1} from the fine-tuned model (warm restart: lr "
-            f"0.005, 100 warm-up iterations, {RESTART_EPOCHS} epochs, seed {cycle}) and the same "
-            "640-px fine-tune again"
-            for cycle in range(1, args.after_restart + 1)
-            if _restart_stages(cycle)[0] in ran
+            (
+                f"; then a 640-px cycle on one GPU ({gpu['summary']})"
+                if stage == "gpu" and gpu
+                else f"; then 320-px cosine cycle {cycle + 1} from the "
+                f"{'GPU cycle' if cycle_recipe[stage][2] else 'fine-tuned model'} (warm restart: "
+                f"lr {cycle_recipe[stage][1]}, 100 warm-up iterations, {cycle_recipe[stage][0]} "
+                f"epochs, seed {cycle}) and the same 640-px fine-tune again"
+            )
+            for cycle, stage in _cycle_stages(ran)
         )
         + f" (stages run: {', '.join(ran)}); QFL + DIoU + keypoint loss; seed 0",
         "command": f"{cmd} data && {stages} && {cmd} bundle{sel}{after} --checkpoint {ckpt}",
         "cpu_hours": round(2 * sum(hours.values()), 2),
         "wall_hours_2_threads": {k: round(v, 2) for k, v in hours.items()},
-        "val_curve": {stage: _val_curve(d) for stage, d in dirs.items()},
+        **({"gpu": {k: v for k, v in gpu.items() if k != "epochs_arg"}} if gpu else {}),
+        "val_curve": curves,
         "licence": "weights: Apache-2.0, as damofd's code. They were trained on WIDER FACE, whose "
         "images and annotations are released for non-commercial research (CC BY-NC-ND); "
         "whether a model trained on them may be used commercially is not settled by that "
@@ -454,8 +582,6 @@ def stage_bundle(args: argparse.Namespace) -> int:
             "(docs/model-card.md)",
         ],
     }
-    index_path = WEIGHTS / "bundled.json"
-    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
     index[name] = entry
     from damofd.io import atomic_write_text
 
@@ -464,9 +590,66 @@ def stage_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
-def _curve_png(out: Path, dirs: dict[str, Path | None]) -> bool:
-    """Draw the loss and the val AP of the stages in ``dirs`` end to end; False (and ``out``
-    untouched) without matplotlib or without any of the stages' logs."""
+def _cycle_stages(ran: list[str]) -> list[tuple[int, str]]:
+    """``(cycle, stage)`` of the restart stages and the GPU cycle in ``ran``, in order."""
+    out = []
+    for stage in ran:
+        if stage == "gpu":
+            out.append((0, stage))
+        elif stage.startswith("restart"):
+            out.append((int(stage.removeprefix("restart") or 1), stage))
+    return out
+
+
+def _gpu_record(work_dir: Path | None) -> dict[str, Any] | None:
+    """The GPU cycle as bundled.json records it: device, iterations, images/s, hours, the mean
+    GPU utilisation ``nvidia-smi dmon`` logged (runs/gpu_out/dmon.log, gpu_cycle.sh)."""
+    if work_dir is None or not (work_dir / "log.jsonl").is_file():
+        return None
+    recs = [json.loads(x) for x in (work_dir / "log.jsonl").read_text().splitlines() if x.strip()]
+    stops = [r for r in recs if r.get("mode") == "stop"]
+    if not stops:
+        return None
+    cfg = _run_config(work_dir)
+    seconds = sum(float(r["session_s"]) for r in stops)
+    iters = int(cfg.get("max_iters") or stops[-1]["iter"])
+    batch = int(cfg["data"]["samples_per_gpu"])
+    rec: dict[str, Any] = {
+        "iterations": iters,
+        "batch": batch,
+        "samples": iters * batch,
+        "lr": cfg["optimizer"]["lr"],
+        "hours": round(seconds / 3600, 3),
+        "images_per_s": round(stops[-1]["iter"] * batch / seconds, 1),
+        "epochs_arg": cfg.get("total_epochs"),
+        "checkpoint_every": cfg.get("checkpoint_config", {}).get("interval"),
+    }
+    out = work_dir.parent / "gpu_out"
+    if (out / "gpu.txt").is_file():
+        rec["device"] = (out / "gpu.txt").read_text().splitlines()[1].split(",")[0].strip()
+    if (out / "dmon.log").is_file():
+        rows = [x.split() for x in (out / "dmon.log").read_text().splitlines()]
+        sm = [int(r[1]) for r in rows if len(r) > 2 and r[0].isdigit() and r[1].isdigit()]
+        busy = [v for v in sm if v > 0]
+        if busy:
+            rec["gpu_util_percent_mean"] = round(sum(busy) / len(busy), 1)
+    rec["summary"] = (
+        f"{rec.get('device', 'CUDA GPU')}, batch {batch}, lr {rec['lr']} cosine, 200 warm-up "
+        f"iterations, {iters} iterations = {iters * batch:,} samples, crop scales 1.0-2.0, "
+        f"from the model of the CPU stages before it; {rec['images_per_s']} images/s"
+    )
+    return rec
+
+
+def _curve_png(
+    out: Path,
+    curves: dict[str, list[dict[str, Any]]],
+    dirs: dict[str, Path | None],
+    batches: dict[str, int],
+) -> bool:
+    """Draw the training loss (stages whose logs are here) and the val AP ``curves`` of the
+    stages end to end over the samples seen; False (``out`` untouched) without matplotlib or
+    without any curve."""
     try:
         import matplotlib
 
@@ -474,45 +657,48 @@ def _curve_png(out: Path, dirs: dict[str, Path | None]) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    logs = [d / "log.jsonl" for d in dirs.values() if d is not None]
-    if not any(log.is_file() for log in logs):
-        print(f"no training log of {', '.join(map(str, logs))}: {out} left as it is")
+    if not any(curves.values()):
+        print(f"no validation curve recorded: {out} left as it is")
         return False
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    offset = 0
-    points: dict[str, tuple[list[int], list[float]]] = {k: ([], []) for k in SETTINGS}
-    spans: list[tuple[int, int, str]] = []
-    for stage, wd in dirs.items():
-        label = _stage_label(stage)
+    offset = 0.0
+    points: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in SETTINGS}
+    spans: list[tuple[float, float, str]] = []
+    for stage, val in curves.items():
+        label, k = _stage_label(stage), batches.get(stage, 8) / 1000
+        wd = dirs.get(stage)
         log = wd / "log.jsonl" if wd is not None else None
-        if log is None or not log.is_file():
-            continue
-        recs = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+        recs = (
+            [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+            if log is not None and log.is_file()
+            else []
+        )
         train = [r for r in recs if r.get("mode") == "train"]
-        val = [r for r in recs if r.get("mode") == "val"]
         if train:
-            it = [offset + r["iter"] for r in train]
-            ax[0].plot(it, [r["loss"] for r in train], lw=0.6, label=label)
+            ax[0].plot([offset + r["iter"] * k for r in train], [r["loss"] for r in train],
+                       lw=0.6, label=label)  # fmt: skip
         for key in SETTINGS:
-            points[key][0].extend(offset + r["iter"] for r in val)
+            points[key][0].extend(offset + r["iter"] * k for r in val)
             points[key][1].extend(r[key] for r in val)
-        end = offset + (train[-1]["iter"] if train else 0)
-        spans.append((offset, end, label))
-        offset = end
+        last = max([r["iter"] for r in train[-1:]] + [r["iter"] for r in val[-1:]] + [0])
+        spans.append((offset, offset + last * k, label))
+        offset += last * k
     # one line per setting across the stages; the stages are shaded bands
     for n, (start, end, label) in enumerate(spans):
         ax[1].axvspan(start, end, color="0.92" if n % 2 else "white", zorder=0)
         ax[1].text(
-            (start + end) / 2, 0.01, label.replace(" ", "\n", 1), ha="center", va="bottom",
+            (start + end) / 2, 0.01, label.replace(" ", "\n", 2), ha="center", va="bottom",
             fontsize=6, transform=ax[1].get_xaxis_transform(),
         )  # fmt: skip
     for key, style in zip(SETTINGS, ("-o", "-s", "-^")):
         ax[1].plot(*points[key], style, ms=3, label=key.capitalize())
-    ax[0].set_xlabel("iteration (batch 8)")
+    xlabel = "training samples (thousands; 320-px patches or 640-px crops)"
+    ax[0].set_xlabel(xlabel)
     ax[0].set_ylabel("training loss (10-iteration mean)")
     ax[0].grid(alpha=0.3)
-    ax[0].legend(fontsize=7)
-    ax[1].set_xlabel("iteration (batch 8)")
+    if ax[0].lines:
+        ax[0].legend(fontsize=7)
+    ax[1].set_xlabel(xlabel)
     ax[1].set_ylabel("AP, WIDER val subset (vga)")
     ax[1].grid(alpha=0.3)
     ax[1].legend(fontsize=7)
@@ -528,11 +714,18 @@ def stage_card(args: argparse.Namespace) -> int:
     index = json.loads((WEIGHTS / "bundled.json").read_text())[args.model]
     docs = Path(__file__).resolve().parents[1] / "docs"
     # the stages the bundled entry was built from: those with a recorded curve
-    cycles = sum(1 for k in index["val_curve"] if k.startswith("restart"))
-    dirs = _stage_dirs(args.model, args.epochs, args.init, restarts=cycles)
-    dirs = {k: v for k, v in dirs.items() if index["val_curve"].get(k)}
+    stages = list(index["val_curve"])
+    cycles = sum(1 for k in stages if k.startswith("restart"))
+    gpu_after = (
+        sum(1 for k in stages[: stages.index("gpu")] if k.startswith("restart"))
+        if "gpu" in stages
+        else 0
+    )
+    dirs = _stage_dirs(args.model, args.epochs, args.init, cycles, gpu_after)
+    curves = {k: v for k, v in index["val_curve"].items() if v}
+    batches = {"gpu": int(index["gpu"]["batch"])} if "gpu" in index else {}
     png = docs / ("model_card_curve.png" if args.model == NAME else f"curve_{args.model}.png")
-    if _curve_png(png, dirs):
+    if _curve_png(png, curves, dirs, batches):
         print(f"wrote {png}")
     a = index["ap"]
     o = a["original_protocol"]
@@ -748,6 +941,13 @@ def main(argv: list[str] | None = None) -> int:
                 "fine-tune before this cycle)",
             )  # fmt: skip
             p.add_argument(
+                "--restart-epochs", type=int, default=RESTART_EPOCHS,
+                help=f"320-px epochs of this cycle's cosine (default {RESTART_EPOCHS})",
+            )  # fmt: skip
+            p.add_argument(
+                "--lr", type=float, default=RESTART_LR, help=f"peak lr (default {RESTART_LR})"
+            )
+            p.add_argument(
                 "--cycle", type=int, default=1, choices=CYCLES, metavar="N",
                 help="warm-restart cycle (default 1; N starts from the fine-tune after N - 1)",
             )  # fmt: skip
@@ -763,6 +963,25 @@ def main(argv: list[str] | None = None) -> int:
                 p, "fine-tune the end of warm-restart cycle N (default 1; work dir "
                 "<patch dir>-restart-640, -restart2-640, ...)",
             )  # fmt: skip
+    shr = sub.add_parser("shrink", help="the training set at 0.7x, JPEG 60, for a GPU machine")
+    shr.add_argument("--out", default=str(GPU_DATA), help=f"output folder (default {GPU_DATA})")
+    g = sub.add_parser("gpu", help="640-px cosine cycle on one CUDA GPU (resumable)")
+    g.add_argument("--train", default=str(GPU_DATA), help="shrink folder (labelv2.txt, images/)")
+    g.add_argument("--work-dir", default=str(GPU_DIR), help=f"work dir (default {GPU_DIR})")
+    g.add_argument("--model", default=DEFAULT, help=f"architecture (default {DEFAULT})")
+    g.add_argument("--start", help="weights to start from (default: the bundled .pth)")
+    g.add_argument("--epochs", type=int, default=150, help="epochs of the cosine cycle (150)")
+    g.add_argument("--minutes", type=float, help="time limit of this session")
+    g.add_argument(
+        "--max-iters", type=int, help="iterations of the cycle (sets the cosine's length)"
+    )
+    g.add_argument("--checkpoint-every", type=int, help="epoch_N.pth every N epochs (10)")
+    g.add_argument("--device", help="cuda (default), cuda:N; cpu for a dry run")
+    g.add_argument("--batch-size", type=int, help="images per iteration (64)")
+    g.add_argument("--workers", type=int, help="data loader workers (14)")
+    g.add_argument("--force", action="store_true", help="start over in a used work dir")
+    gc = sub.add_parser("gpu-curve", help="score the GPU cycle's checkpoints (val_curve.json)")
+    gc.add_argument("--work-dir", default=str(GPU_DIR), help=f"work dir (default {GPU_DIR})")
     wide = sub.add_parser("wide", help="640-px fine-tune with wide crop scales (resumable)")
     wide.add_argument("--minutes", type=float, help="time limit of this session")
     wide.add_argument("--start", help="checkpoint to start from (default: finetune latest)")
@@ -771,6 +990,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--model", default=DEFAULT, help=f"architecture (default {DEFAULT})")
     b.add_argument("--epochs", type=int, default=PATCH_EPOCHS, help="patch epochs of the run")
     _add_after_restart(b, "bundle the fine-tune after warm-restart cycle N (default 1)")
+    b.add_argument(
+        "--gpu-after", type=int, default=0, metavar="N",
+        help="a GPU cycle (gpu) ran after cycle N's fine-tune (0: none); with N equal to "
+        "--after-restart it is the last stage",
+    )  # fmt: skip
     c = sub.add_parser("card", help="print the model card's measured tables, draw its curve")
     c.add_argument("--bench", help="JSON written by benchmarks/bench_infer.py --json")
     c.add_argument("--model", default=DEFAULT, help=f"bundled model (default {DEFAULT})")
@@ -793,6 +1017,9 @@ def main(argv: list[str] | None = None) -> int:
         "finetune": stage_finetune,
         "restart": stage_restart,
         "wide": stage_wide,
+        "shrink": stage_shrink,
+        "gpu": stage_gpu,
+        "gpu-curve": stage_gpu_curve,
         "bundle": stage_bundle,
         "card": stage_card,
         "compare": stage_compare,

@@ -78,3 +78,83 @@ def test_bad_cycle_is_a_usage_error(argv: list[str], calls) -> None:
     with pytest.raises(SystemExit) as e:
         train_default.main(argv)
     assert e.value.code == 2 and not calls
+
+
+def test_gpu_cycle_starts_from_the_bundled_weights_and_resumes(calls, tmp_path: Path) -> None:
+    work = tmp_path / "runs/g"
+    assert train_default.main(["gpu", "--work-dir", str(work), "--max-iters", "1116"]) == 0
+    argv = calls[-1]
+    assert _opt(argv, "--device") == "cuda" and _opt(argv, "--batch-size") == "64"
+    assert _opt(argv, "--max-iters") == "1116" and _opt(argv, "--eval-every") == "0"
+    assert _opt(argv, "--load-from") == str(train_default.WEIGHTS / "damofd-0.5g-bnkps.pth")
+    assert f"data.crop_choice={train_default.CROP_640}" in argv
+    work.mkdir(parents=True)
+    (work / "latest.pth").write_bytes(b"")
+    args = ["gpu", "--work-dir", str(work), "--device", "cpu", "--batch-size", "4"]
+    assert train_default.main([*args, "--checkpoint-every", "12"]) == 0
+    argv = calls[-1]
+    assert "--resume" in argv and "--load-from" not in argv
+    assert _opt(argv, "--device") == "cpu" and _opt(argv, "--batch-size") == "4"
+    assert _opt(argv, "--checkpoint-every") == "12"
+
+
+def test_shrink_stage_command(calls, tmp_path: Path) -> None:
+    assert train_default.main(["shrink", "--out", str(tmp_path / "o")]) == 0
+    argv = calls[-1]
+    assert argv[:2] == ["data", "shrink"] and _opt(argv, "--scale") == "0.7"
+    assert _opt(argv, "--quality") == "60" and _opt(argv, "--out") == str(tmp_path / "o")
+
+
+def _write_jsonl(path: Path, recs: list[dict]) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+def test_gpu_record_and_scored_curve(tmp_path: Path) -> None:
+    import json
+
+    work = tmp_path / "runs/default-gpu"
+    _write_jsonl(work / "log.jsonl", [
+        {"mode": "train", "iter": 10, "loss": 1.0},
+        {"mode": "stop", "iter": 930, "session_s": 435.0},
+        {"mode": "stop", "iter": 1116, "session_s": 90.0},
+    ])  # fmt: skip
+    (work / "config.json").write_text(json.dumps({
+        "max_iters": 1116, "total_epochs": 100000, "data": {"samples_per_gpu": 64},
+        "optimizer": {"lr": 0.03}, "checkpoint_config": {"interval": 12},
+    }))  # fmt: skip
+    out = tmp_path / "runs/gpu_out"
+    out.mkdir()
+    (out / "gpu.txt").write_text("name, memory.total [MiB]\nNVIDIA H200, 143771 MiB\n")
+    (out / "dmon.log").write_text("# gpu sm mem\n# Idx % %\n 0 0 0\n 0 40 5\n 0 20 3\n")
+    rec = train_default._gpu_record(work)
+    assert rec is not None
+    assert rec["samples"] == 1116 * 64 and rec["hours"] == round(525 / 3600, 3)
+    assert rec["images_per_s"] == round(1116 * 64 / 525, 1)
+    assert rec["device"] == "NVIDIA H200" and rec["gpu_util_percent_mean"] == 30.0  # idle rows out
+    assert train_default._gpu_record(tmp_path / "nowhere") is None
+
+    # no validation in the log: the checkpoints scored afterwards (gpu-curve) are the curve
+    assert train_default._val_curve(work) == []
+    scored = [{"epoch": 12, "iter": 228, "easy": 0.7, "medium": 0.6, "hard": 0.3}]
+    (work / "val_curve.json").write_text(json.dumps(scored))
+    assert train_default._val_curve(work) == scored
+
+
+def test_stage_dirs_place_the_gpu_cycle() -> None:
+    dirs = train_default._stage_dirs("damofd-0.5g-bnkps", train_default.PATCH_EPOCHS, "official",
+                                     2, gpu_after=1)  # fmt: skip
+    order = [k for k in dirs if k != "wide"]
+    assert order == ["patch", "finetune", "restart", "finetune2", "gpu", "restart2", "finetune3"]
+    assert train_default._cycle_stages(order) == [(1, "restart"), (0, "gpu"), (2, "restart2")]
+    assert train_default._stage_label("gpu") == "640-px GPU cycle"
+
+
+def test_restart_from_the_gpu_cycle_with_its_own_length_and_lr(calls, tmp_path: Path) -> None:
+    argv = ["restart", "--cycle", "2", "--start", "runs/default-gpu/latest.pth"]
+    assert train_default.main([*argv, "--restart-epochs", "30", "--lr", "0.003"]) == 0
+    assert _opt(calls[-1], "--load-from") == "runs/default-gpu/latest.pth"
+    assert _opt(calls[-1], "--epochs") == "30" and _opt(calls[-1], "--lr") == "0.003"
+    assert _opt(calls[-1], "--seed") == "2"
