@@ -15,6 +15,10 @@ runs, so the model card can quote them and anyone can run them by hand::
     python benchmarks/train_default.py bundle --after-restart
     python benchmarks/train_default.py restart --cycle 2        # a third cycle, from that end
     python benchmarks/train_default.py finetune --after-restart 2 && ... bundle --after-restart 2
+    python benchmarks/train_default.py shrink               # the training set, 51 MiB, to carry
+    python benchmarks/train_default.py gpu [--start W] [--max-iters N]   # 640-px cycle, one GPU
+    python benchmarks/train_default.py gpu-curve            # score the GPU checkpoints (CPU)
+    python benchmarks/train_default.py bundle --after-restart --gpu-after 1   # the shipped default
     python benchmarks/train_default.py card   [--bench bench_infer.json]  # docs/model-card.md
     python benchmarks/train_default.py wide [--minutes M]   # damofd-0.5g-kps: 640 px, wide crops
     python benchmarks/train_default.py compare [--model scrfd-500m-kps]   # DamoFD vs SCRFD arm
@@ -23,6 +27,11 @@ The SCRFD arm of the comparison (issue 10 item 3) runs the identical recipe, see
 sample count on another architecture: ``patch --model scrfd-500m-kps`` and ``finetune --model
 scrfd-500m-kps`` (work dirs ``runs/arm-scrfd-500m-kps[-640]``); both stages pin the crop scales
 (0.5G recipe: 1.0…2.0 at 640, 0.5…1.0 in 320 patches), so the recipes differ in nothing.
+
+The shipped default ran the GPU cycle after cycle 1's fine-tune: ``gpu`` on a CUDA machine (via
+``benchmarks/gpu_cycle.sh``, which sizes ``--max-iters`` to the time it has) from that
+fine-tune's ``latest.pth``, over the ``shrink`` copy of the training set; it has no validation
+there, so ``gpu-curve`` scores its checkpoints back on the CPU.
 
 ``compare`` evaluates the arm's last checkpoint like ``bundle`` evaluates the default, sets its
 in-training AP curve beside damofd-0.5g-kps's (same iterations of the same schedule), prints the
