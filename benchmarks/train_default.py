@@ -344,6 +344,8 @@ def stage_gpu(args: argparse.Namespace) -> int:
             argv[argv.index(flag) + 1] = str(value)
     if args.max_iters:
         argv += ["--max-iters", str(args.max_iters)]
+    for kv in args.set or []:
+        argv += ["--set", kv]
     if args.minutes:
         argv += ["--time-limit", str(args.minutes)]
     if args.force:
@@ -988,6 +990,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--device", help="cuda (default), cuda:N; cpu for a dry run")
     g.add_argument("--batch-size", type=int, help="images per iteration (64)")
     g.add_argument("--workers", type=int, help="data loader workers (14)")
+    g.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="more damofd train --set overrides"
+    )
     g.add_argument("--force", action="store_true", help="start over in a used work dir")
     gc = sub.add_parser("gpu-curve", help="score the GPU cycle's checkpoints (val_curve.json)")
     gc.add_argument("--work-dir", default=str(GPU_DIR), help=f"work dir (default {GPU_DIR})")

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 import pytest
 
 from damofd.data.labelv2 import read_labelv2, write_labelv2
+from damofd.data.shrink import scale_annotation
 
 WIDER_TRAIN_LABELS = "widerface/labelv2/train/labelv2.txt"
 WIDER_TRAIN_IMAGES = "widerface/WIDER_train/images"
@@ -67,8 +67,7 @@ def make_small_dataset(
         target = dst / "images" / name
         target.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(target), small, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        rec.bboxes = rec.bboxes * np.float32([nw / w, nh / h, nw / w, nh / h])
-        rec.keypoints = rec.keypoints.copy()
+        rec = scale_annotation(rec, nw / w, nh / h)  # boxes and any keypoints
         rec.width, rec.height = nw, nh
         out.append(rec)
     write_labelv2(dst / "labelv2.txt", out)
