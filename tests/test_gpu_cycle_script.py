@@ -34,19 +34,25 @@ def _dataset(root: Path, n: int = 4) -> Path:
     return root
 
 
-def test_gpu_cycle_dry_run_on_cpu(tmp_path: Path) -> None:
-    data, out, work = _dataset(tmp_path / "data"), tmp_path / "out", tmp_path / "work"
-    env = {
-        **subprocess_env(),
-        "BUDGET": "30", "RESERVE": "5", "OUT": str(out), "PY": sys.executable,
-        "SMOKE_ITERS": "4", "BATCH": "2", "DATA": str(data), "WORK": str(work),
-        "EXTRA": "--device cpu --workers 0 --set data.img_size=128",
+def _run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """The script on a tiny synthetic set, on the CPU, in ``tmp_path``, with ``env`` on top."""
+    base = {
+        "OUT": str(tmp_path / "out"), "PY": sys.executable, "BATCH": "2",
+        "DATA": str(_dataset(tmp_path / "data")), "WORK": str(tmp_path / "work"),
         "PATH": os.environ.get("PATH", ""),
     }  # fmt: skip
-    proc = subprocess.run(
-        ["bash", str(ROOT / "benchmarks/gpu_cycle.sh")], env=env, cwd=tmp_path,
-        capture_output=True, text=True, timeout=300,
+    return subprocess.run(
+        ["bash", str(ROOT / "benchmarks/gpu_cycle.sh")], env={**subprocess_env(), **base, **env},
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
+
+
+def test_gpu_cycle_dry_run_on_cpu(tmp_path: Path) -> None:
+    proc = _run(
+        tmp_path, BUDGET="30", RESERVE="5", SMOKE_ITERS="4",
+        EXTRA="--device cpu --workers 0 --set data.img_size=128",
+    )  # fmt: skip
+    out = tmp_path / "out"
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     sized = [x for x in proc.stdout.splitlines() if x.startswith("smoke:")]
     assert sized, proc.stdout[-2000:]
@@ -64,17 +70,9 @@ def test_gpu_cycle_dry_run_on_cpu(tmp_path: Path) -> None:
 
 
 def test_gpu_cycle_stops_when_the_budget_is_spent(tmp_path: Path) -> None:
-    data, out = _dataset(tmp_path / "data"), tmp_path / "out"
-    env = {
-        **subprocess_env(),
-        "BUDGET": "1", "RESERVE": "0", "OUT": str(out), "PY": sys.executable,
-        "SMOKE_ITERS": "2", "BATCH": "2", "DATA": str(data), "WORK": str(tmp_path / "w"),
-        "EXTRA": "--device cpu --workers 0 --set data.img_size=64",
-        "PATH": os.environ.get("PATH", ""),
-    }  # fmt: skip
-    proc = subprocess.run(
-        ["bash", str(ROOT / "benchmarks/gpu_cycle.sh")], env=env, cwd=tmp_path,
-        capture_output=True, text=True, timeout=300,
+    proc = _run(
+        tmp_path, BUDGET="1", RESERVE="0", SMOKE_ITERS="2",
+        EXTRA="--device cpu --workers 0 --set data.img_size=64",
     )  # fmt: skip
     assert proc.returncode == 1
     assert "no time left for the cycle" in proc.stderr
