@@ -353,20 +353,31 @@ def stage_gpu(args: argparse.Namespace) -> int:
     return _damofd(argv + (_resume_flag(Path(args.work_dir)) or ["--load-from", start]))
 
 
-def _train_hours(work_dir: Path | None) -> float:
-    if work_dir is None:
-        return 0.0
-    log = work_dir / "log.jsonl"
-    if not log.is_file():
-        return 0.0
+def _log_records(work_dir: Path | None, mode: str | None = None) -> list[dict[str, Any]]:
+    """The records of ``work_dir/log.jsonl`` (those of one ``mode`` when given); none when the
+    run or its log is absent."""
+    log = None if work_dir is None else work_dir / "log.jsonl"
+    if log is None or not log.is_file():
+        return []
     recs = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
-    return sum(float(r.get("session_s", 0.0)) for r in recs if r.get("mode") == "stop") / 3600
+    return [r for r in recs if mode is None or r.get("mode") == mode]
 
 
-def _run_epochs(work_dir: Path) -> int | None:
+def _run_config(work_dir: Path | None) -> dict[str, Any]:
+    """The run's ``config.json``; empty when the run or the file is absent."""
+    cfg = None if work_dir is None else work_dir / "config.json"
+    return json.loads(cfg.read_text()) if cfg is not None and cfg.is_file() else {}
+
+
+def _train_hours(work_dir: Path | None) -> float:
+    stops = _log_records(work_dir, "stop")
+    return sum(float(r.get("session_s", 0.0)) for r in stops) / 3600
+
+
+def _run_epochs(work_dir: Path | None) -> int | None:
     """``total_epochs`` of the run in ``work_dir`` (its config.json), if any."""
-    cfg = work_dir / "config.json"
-    return int(json.loads(cfg.read_text())["total_epochs"]) if cfg.is_file() else None
+    epochs = _run_config(work_dir).get("total_epochs")
+    return None if epochs is None else int(epochs)
 
 
 def _val_curve(work_dir: Path | None) -> list[dict[str, Any]]:
@@ -374,13 +385,9 @@ def _val_curve(work_dir: Path | None) -> list[dict[str, Any]]:
     a run without validation, scored afterwards)."""
     if work_dir is None:
         return []
-    log = work_dir / "log.jsonl"
-    text = log.read_text() if log.is_file() else ""
-    recs = [json.loads(x) for x in text.splitlines() if x.strip()]
     curve = [
         {k: r[k] for k in ("epoch", "iter", "easy", "medium", "hard") if k in r}
-        for r in recs
-        if r.get("mode") == "val"
+        for r in _log_records(work_dir, "val")
     ]
     scored = work_dir / "val_curve.json"
     if not curve and scored.is_file():
@@ -388,17 +395,10 @@ def _val_curve(work_dir: Path | None) -> list[dict[str, Any]]:
     return curve
 
 
-def _run_config(work_dir: Path | None) -> dict[str, Any]:
-    cfg = None if work_dir is None else work_dir / "config.json"
-    return json.loads(cfg.read_text()) if cfg is not None and cfg.is_file() else {}
-
-
 def stage_gpu_curve(args: argparse.Namespace) -> int:
     """Score the GPU cycle's checkpoints (epoch_N.pth, latest.pth) on the val subset (vga, score
     0.02, as the CPU stages validate) and write ``<work dir>/val_curve.json``."""
     import torch
-
-    from damofd.engine.wider_eval import run_wider_eval
 
     a = _assets()
     work = Path(args.work_dir)
@@ -406,12 +406,8 @@ def stage_gpu_curve(args: argparse.Namespace) -> int:
     curve = []
     for ckpt in [*ckpts, work / "latest.pth"]:
         meta = torch.load(ckpt, map_location="cpu", weights_only=False)["meta"]
-        run = run_wider_eval(
-            str(ckpt), a["val"], a["gt"], subset=True, threads=2,
-            work_dir=RUNS / "eval" / f"{work.name}-{ckpt.stem}", progress=False,
-        )  # fmt: skip
         rec = {"epoch": meta.get("epoch"), "iter": meta.get("iter"), "checkpoint": ckpt.name}
-        rec.update({k: float(getattr(run.result, k)) for k in SETTINGS})
+        rec.update(_score_checkpoint(ckpt, a))
         print(rec, flush=True)
         if curve and curve[-1]["iter"] == rec["iter"]:
             continue  # latest.pth is the last epoch_N.pth
@@ -505,7 +501,7 @@ def stage_bundle(args: argparse.Namespace) -> int:
     gpu = _gpu_record(dirs.get("gpu")) if "gpu" in dirs else None
     cmd = "python benchmarks/train_default.py"
     sel = f" --model {name}" + ("" if epochs == PATCH_EPOCHS else f" --epochs {epochs}")
-    fine_epochs = (_run_epochs(dirs["finetune"]) if dirs["finetune"] else None) or 6
+    fine_epochs = _run_epochs(dirs["finetune"]) or 6
     fine_sel = "" if fine_epochs == 6 else f" --fine-epochs {fine_epochs}"
     ran = [k for k in dirs if hours.get(k, 0) > 0 or (k == "gpu" and gpu)]
     stage_cmd = {"finetune": f"finetune{sel}{fine_sel}"}
@@ -513,15 +509,15 @@ def stage_bundle(args: argparse.Namespace) -> int:
     for cycle in range(1, args.after_restart + 1):
         restart, finetune = _restart_stages(cycle)
         cfg = _run_config(dirs[restart])
-        r_epochs, r_lr = cfg.get("total_epochs", RESTART_EPOCHS), RESTART_LR
+        r_epochs = cfg.get("total_epochs", RESTART_EPOCHS)
         r_lr = cfg.get("optimizer", {}).get("lr", RESTART_LR)
+        from_gpu = bool(args.gpu_after) and cycle - 1 == args.gpu_after
         extra = "" if r_epochs == RESTART_EPOCHS else f" --restart-epochs {r_epochs}"
         extra += "" if r_lr == RESTART_LR else f" --lr {r_lr}"
-        if cycle - 1 == args.gpu_after and args.gpu_after:
-            extra += f" --start {dirs['gpu']}/latest.pth"
+        extra += f" --start {dirs['gpu']}/latest.pth" if from_gpu else ""
         stage_cmd[restart] = f"restart{sel}{_cycle_flag('--cycle', cycle)}{extra}"
         stage_cmd[finetune] = f"finetune{sel}{_cycle_flag('--after-restart', cycle)}"
-        cycle_recipe[restart] = (r_epochs, r_lr, cycle - 1 == args.gpu_after and args.gpu_after)
+        cycle_recipe[restart] = (r_epochs, r_lr, from_gpu)
     if gpu:  # from the fine-tune before it (the gpu stage's default start is the bundled .pth)
         before = dirs[_restart_stages(args.gpu_after)[1]]
         stage_cmd["gpu"] = (
@@ -615,11 +611,8 @@ def _cycle_stages(ran: list[str]) -> list[tuple[int, str]]:
 def _gpu_record(work_dir: Path | None) -> dict[str, Any] | None:
     """The GPU cycle as bundled.json records it: device, iterations, images/s, hours, the mean
     GPU utilisation ``nvidia-smi dmon`` logged (runs/gpu_out/dmon.log, gpu_cycle.sh)."""
-    if work_dir is None or not (work_dir / "log.jsonl").is_file():
-        return None
-    recs = [json.loads(x) for x in (work_dir / "log.jsonl").read_text().splitlines() if x.strip()]
-    stops = [r for r in recs if r.get("mode") == "stop"]
-    if not stops:
+    stops = _log_records(work_dir, "stop")
+    if work_dir is None or not stops:
         return None
     cfg = _run_config(work_dir)
     seconds = sum(float(r["session_s"]) for r in stops)
@@ -677,14 +670,7 @@ def _curve_png(
     spans: list[tuple[float, float, str]] = []
     for stage, val in curves.items():
         label, k = _stage_label(stage), batches.get(stage, 8) / 1000
-        wd = dirs.get(stage)
-        log = wd / "log.jsonl" if wd is not None else None
-        recs = (
-            [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
-            if log is not None and log.is_file()
-            else []
-        )
-        train = [r for r in recs if r.get("mode") == "train"]
+        train = _log_records(dirs.get(stage), "train")
         if train:
             ax[0].plot([offset + r["iter"] * k for r in train], [r["loss"] for r in train],
                        lw=0.6, label=label)  # fmt: skip
@@ -879,20 +865,26 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     return out
 
 
-def _checkpoint_curve(work_dir: Path, epochs: list[int], a: dict[str, Path]) -> dict[int, Any]:
-    """vga AP of ``work_dir/epoch_N.pth`` for each N (the in-training validation's protocol:
-    the val subset, score 0.02), for epochs an arm's log has no validation of."""
+def _score_checkpoint(ckpt: Path, a: dict[str, Path]) -> dict[str, float]:
+    """vga AP of ``ckpt`` as the in-training validation scores it (the val subset, score 0.02),
+    its detections in ``runs/eval/<run dir>-<checkpoint name>``."""
     from damofd.engine.wider_eval import run_wider_eval
 
+    run = run_wider_eval(
+        str(ckpt), a["val"], a["gt"], subset=True, threads=2,
+        work_dir=RUNS / "eval" / f"{ckpt.parent.name}-{ckpt.stem}",
+    )  # fmt: skip
+    return {k: float(getattr(run.result, k)) for k in SETTINGS}
+
+
+def _checkpoint_curve(work_dir: Path, epochs: list[int], a: dict[str, Path]) -> dict[int, Any]:
+    """vga AP of ``work_dir/epoch_N.pth`` for each N, for epochs an arm's log has no validation
+    of."""
     out = {}
     for n in epochs:
         ckpt = work_dir / f"epoch_{n}.pth"
         if ckpt.is_file():
-            run = run_wider_eval(
-                str(ckpt), a["val"], a["gt"], subset=True, threads=2,
-                work_dir=RUNS / "eval" / f"{work_dir.name}-epoch_{n}",
-            )  # fmt: skip
-            out[n] = {k: float(getattr(run.result, k)) for k in SETTINGS}
+            out[n] = _score_checkpoint(ckpt, a)
     return out
 
 

@@ -23,11 +23,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from damofd.data.imagesize import read_image_size
 from damofd.data.labelv2 import ImageAnnotation, write_labelv2
 from damofd.errors import InputError
 from damofd.io import atomic_write_bytes
 
 __all__ = ["ShrinkReport", "scale_annotation", "shrink_dataset"]
+
+
+def _header_size_or_none(path: Path) -> tuple[int, int] | None:
+    try:
+        return read_image_size(path)
+    except (OSError, InputError):
+        return None
 
 
 def scale_annotation(ann: ImageAnnotation, sx: float, sy: float) -> ImageAnnotation:
@@ -72,7 +80,8 @@ def shrink_dataset(
     """Write ``out_dir/images/<name>`` (each image scaled by ``scale``, JPEG ``quality``) and
     ``out_dir/labelv2.txt`` (the annotations scaled to the written pixel sizes).
 
-    Images already in ``out_dir`` are kept when their size matches (an interrupted run resumes);
+    Images already in ``out_dir`` are kept when their size matches (an interrupted run resumes;
+    every file is written atomically, so one that is there is whole);
     the label file is written last, atomically, and an existing one is replaced only with
     ``force``. Raises :class:`InputError` naming the image that cannot be read.
     """
@@ -90,17 +99,23 @@ def shrink_dataset(
     bytes_in = bytes_out = skipped = 0
     for ann in annotations:
         path = src / ann.name
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if img is None:
-            raise InputError(f"cannot read image {str(path)!r} (line {ann.line} of the labels)")
-        h, w = img.shape[:2]
+        unreadable = InputError(f"cannot read image {str(path)!r} (line {ann.line} of the labels)")
+        try:  # sizes from the file headers: a rerun decodes only the images it still writes
+            w, h = read_image_size(path)
+        except (OSError, InputError):
+            raise unreadable from None
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         dst = out / "images" / ann.name
         bytes_in += path.stat().st_size
-        probe = cv2.imread(str(dst), cv2.IMREAD_UNCHANGED) if dst.is_file() else None
-        if probe is not None and probe.shape[:2] == (nh, nw):
+        if dst.is_file() and _header_size_or_none(dst) == (nw, nh):
             skipped += 1
         else:
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if img is None:
+                raise unreadable
+            if img.shape[:2] != (h, w):  # decoded as the training loader sees it (EXIF turns)
+                h, w = img.shape[:2]
+                nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
             small = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
             ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
             if not ok:
