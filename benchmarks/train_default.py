@@ -18,7 +18,8 @@ runs, so the model card can quote them and anyone can run them by hand::
     python benchmarks/train_default.py shrink               # the training set, 51 MiB, to carry
     python benchmarks/train_default.py gpu [--start W] [--max-iters N]   # 640-px cycle, one GPU
     python benchmarks/train_default.py gpu-curve            # score the GPU checkpoints (CPU)
-    python benchmarks/train_default.py bundle --after-restart --gpu-after 1   # the shipped default
+    python benchmarks/train_default.py cpu640 [--minutes M]  # the GPU recipe on the CPU after it
+    python benchmarks/train_default.py bundle --after-restart --gpu-after 1 --cpu640  # shipped
     python benchmarks/train_default.py card   [--bench bench_infer.json]  # docs/model-card.md
     python benchmarks/train_default.py wide [--minutes M]   # damofd-0.5g-kps: 640 px, wide crops
     python benchmarks/train_default.py compare [--model scrfd-500m-kps]   # DamoFD vs SCRFD arm
@@ -31,7 +32,9 @@ scrfd-500m-kps`` (work dirs ``runs/arm-scrfd-500m-kps[-640]``); both stages pin 
 The shipped default ran the GPU cycle after cycle 1's fine-tune: ``gpu`` on a CUDA machine (via
 ``benchmarks/gpu_cycle.sh``, which sizes ``--max-iters`` to the time it has) from that
 fine-tune's ``latest.pth``, over the ``shrink`` copy of the training set; it has no validation
-there, so ``gpu-curve`` scores its checkpoints back on the CPU.
+there, so ``gpu-curve`` scores its checkpoints back on the CPU. Then ``cpu640`` ran the same
+640-px cycle on the CPU from the GPU cycle's end (batch 8, lr scaled to the batch, 40 epochs,
+validated every 8): the shipped weights are its last iteration.
 
 ``compare`` evaluates the arm's last checkpoint like ``bundle`` evaluates the default, sets its
 in-training AP curve beside damofd-0.5g-kps's (same iterations of the same schedule), prints the
@@ -199,18 +202,20 @@ def _stage_label(stage: str) -> str:
         return fixed[stage]
     if stage == "gpu":
         return "640-px GPU cycle"
+    if stage == "cpu640":
+        return "640-px CPU cycle"
     if stage.startswith("restart"):
         return f"320-px warm restart {stage.removeprefix('restart') or '1'}"
     return f"640-px fine-tune {stage.removeprefix('finetune')}"
 
 
 def _stage_dirs(
-    model: str, epochs: int, init: str, restarts: int, gpu_after: int = 0
+    model: str, epochs: int, init: str, restarts: int, gpu_after: int = 0, cpu640: bool = False
 ) -> dict[str, Path | None]:
     """Work dir of every stage of ``model``'s run, in order, through ``restarts`` warm-restart
-    cycles (and the GPU cycle ``gpu`` after cycle ``gpu_after``'s fine-tune, when > 0);
-    ``None`` for a stage that is not part of it (``wide`` exists only for the damofd-0.5g-kps
-    run)."""
+    cycles (and the GPU cycle ``gpu`` after cycle ``gpu_after``'s fine-tune, when > 0, with the
+    CPU cycle ``cpu640`` right after it when ``cpu640``); ``None`` for a stage that is not part
+    of it (``wide`` exists only for the damofd-0.5g-kps run)."""
     patch_dir, finetune_dir = _dirs(model, epochs, init)
     dirs: dict[str, Path | None] = {
         "patch": patch_dir,
@@ -222,6 +227,8 @@ def _stage_dirs(
         dirs.update(zip(stages, _restart_dirs(model, epochs, init, cycle)))
         if cycle == gpu_after:
             dirs["gpu"] = GPU_DIR
+            if cpu640:
+                dirs["cpu640"] = CPU640_DIR
     return dirs
 
 
@@ -316,6 +323,25 @@ GPU_ARGS = [
 ]  # fmt: skip
 """The GPU cycle's recipe: full-resolution 640-px crops (the 0.5G recipe's 1.0-2.0 scales),
 batch 64 on one GPU, a cosine cycle; no validation there (the val images stay behind)."""
+
+
+CPU640_DIR = RUNS / "default-gpu-cpu640"
+CPU640_LR = 0.004
+CPU640_EPOCHS = 40
+CPU640_ARGS = [
+    "--lr-policy", "cosine", "--lr", str(CPU640_LR), "--warmup-iters", "200",
+    "--batch-size", "8", "--workers", "1", "--threads", "2", "--device", "cpu", "--seed", "1",
+    "--eval-every", "8", "--checkpoint-every", "8", "--checkpoint-every-iters", "100",
+    "--no-progress", "--epochs", str(CPU640_EPOCHS),
+]  # fmt: skip
+"""The CPU cycle after the GPU cycle: the GPU recipe (640-px crops, scales 1.0-2.0, cosine,
+200 warm-up iterations) at batch 8 on the full-resolution images, its lr 0.03 scaled linearly
+to the batch (0.03 x 8 / 64 = 0.00375, rounded to 0.004); validated every 8 epochs."""
+
+
+def stage_cpu640(args: argparse.Namespace) -> int:
+    """A 640-px cosine cycle on the CPU from the GPU cycle's end (``CPU640_ARGS``)."""
+    return _fine_tune(args, CPU640_DIR, GPU_DIR / "latest.pth", CPU640_ARGS, CROP_640)
 
 
 def stage_shrink(args: argparse.Namespace) -> int:
@@ -463,10 +489,12 @@ def stage_bundle(args: argparse.Namespace) -> int:
 
     a = _assets()
     name, epochs = args.model, args.epochs
-    dirs = _stage_dirs(name, epochs, args.init, args.after_restart, args.gpu_after)
+    if args.cpu640 and not (args.gpu_after and args.gpu_after == args.after_restart):
+        raise SystemExit("--cpu640 follows the GPU cycle: give --gpu-after N = --after-restart N")
+    dirs = _stage_dirs(name, epochs, args.init, args.after_restart, args.gpu_after, args.cpu640)
     last = dirs[_restart_stages(args.after_restart)[1] if args.after_restart else "finetune"]
     if args.gpu_after and args.gpu_after == args.after_restart:
-        last = dirs["gpu"]  # the GPU cycle is the last stage
+        last = dirs["cpu640" if args.cpu640 else "gpu"]  # the GPU cycle (and its CPU cycle)
     assert last is not None
     ckpt = Path(args.checkpoint) if args.checkpoint else last / "latest.pth"
     meta = torch.load(ckpt, map_location="cpu", weights_only=False)["meta"]
@@ -524,9 +552,12 @@ def stage_bundle(args: argparse.Namespace) -> int:
             f"shrink && {cmd} gpu{sel} --start {before}/latest.pth --epochs {gpu['epochs_arg']} "
             f"--max-iters {gpu['iterations']} --checkpoint-every {gpu['checkpoint_every']}"
         )
+    if "cpu640" in ran:
+        stage_cmd["cpu640"] = f"cpu640{sel} --start {GPU_DIR}/latest.pth"
     stages = " && ".join(f"{cmd} {stage_cmd.get(k, k + sel)}" for k in ran)
     after = _cycle_flag("--after-restart", args.after_restart) if args.after_restart else ""
     after += f" --gpu-after {args.gpu_after}" if args.gpu_after else ""
+    after += " --cpu640" if "cpu640" in ran else ""
     entry = {
         "files": {
             "pth": {"name": pth.name, "sha256": sha256_file(pth), "bytes": pth.stat().st_size},
@@ -563,6 +594,13 @@ def stage_bundle(args: argparse.Namespace) -> int:
         + "".join(
             (
                 f"; then a 640-px cycle on one GPU ({gpu['summary']})"
+                + (
+                    "; then the same 640-px cycle on the CPU at batch 8 from its end, on the "
+                    f"full-resolution images (lr {CPU640_LR} = the GPU's lr scaled to the batch, "
+                    f"cosine, 200 warm-up iterations, {CPU640_EPOCHS} epochs, seed 1)"
+                    if "cpu640" in ran
+                    else ""
+                )
                 if stage == "gpu" and gpu
                 else f"; then 320-px cosine cycle {cycle + 1} from the "
                 f"{'GPU cycle' if cycle_recipe[stage][2] else 'fine-tuned model'} (warm restart: "
@@ -718,7 +756,7 @@ def stage_card(args: argparse.Namespace) -> int:
         if "gpu" in stages
         else 0
     )
-    dirs = _stage_dirs(args.model, args.epochs, args.init, cycles, gpu_after)
+    dirs = _stage_dirs(args.model, args.epochs, args.init, cycles, gpu_after, "cpu640" in stages)
     curves = {k: v for k, v in index["val_curve"].items() if v}
     batches = {"gpu": int(index["gpu"]["batch"])} if "gpu" in index else {}
     png = docs / ("model_card_curve.png" if args.model == NAME else f"curve_{args.model}.png")
@@ -986,6 +1024,10 @@ def main(argv: list[str] | None = None) -> int:
         "--set", action="append", metavar="KEY=VALUE", help="more damofd train --set overrides"
     )
     g.add_argument("--force", action="store_true", help="start over in a used work dir")
+    c640 = sub.add_parser("cpu640", help="the GPU cycle's 640-px recipe on the CPU after it")
+    c640.add_argument("--minutes", type=float, help="time limit of this session")
+    c640.add_argument("--model", default=DEFAULT, help=f"architecture (default {DEFAULT})")
+    c640.add_argument("--start", help=f"checkpoint to start from (default {GPU_DIR}/latest.pth)")
     gc = sub.add_parser("gpu-curve", help="score the GPU cycle's checkpoints (val_curve.json)")
     gc.add_argument("--work-dir", default=str(GPU_DIR), help=f"work dir (default {GPU_DIR})")
     wide = sub.add_parser("wide", help="640-px fine-tune with wide crop scales (resumable)")
@@ -1000,6 +1042,10 @@ def main(argv: list[str] | None = None) -> int:
         "--gpu-after", type=int, default=0, metavar="N",
         help="a GPU cycle (gpu) ran after cycle N's fine-tune (0: none); with N equal to "
         "--after-restart it is the last stage",
+    )  # fmt: skip
+    b.add_argument(
+        "--cpu640", action="store_true",
+        help="the CPU cycle (cpu640) ran after the GPU cycle and is the last stage",
     )  # fmt: skip
     c = sub.add_parser("card", help="print the model card's measured tables, draw its curve")
     c.add_argument("--bench", help="JSON written by benchmarks/bench_infer.py --json")
@@ -1025,6 +1071,7 @@ def main(argv: list[str] | None = None) -> int:
         "wide": stage_wide,
         "shrink": stage_shrink,
         "gpu": stage_gpu,
+        "cpu640": stage_cpu640,
         "gpu-curve": stage_gpu_curve,
         "bundle": stage_bundle,
         "card": stage_card,

@@ -158,3 +158,27 @@ def test_restart_from_the_gpu_cycle_with_its_own_length_and_lr(calls, tmp_path: 
     assert _opt(calls[-1], "--load-from") == "runs/default-gpu/latest.pth"
     assert _opt(calls[-1], "--epochs") == "30" and _opt(calls[-1], "--lr") == "0.003"
     assert _opt(calls[-1], "--seed") == "2"
+
+
+def test_cpu_cycle_after_the_gpu_cycle(calls, tmp_path: Path, monkeypatch) -> None:
+    work = tmp_path / "runs/c640"
+    monkeypatch.setattr(train_default, "CPU640_DIR", work)
+    assert train_default.main(["cpu640", "--minutes", "100"]) == 0
+    argv = calls[-1]
+    assert argv[1] == "damofd-0.5g-bnkps" and _opt(argv, "--work-dir") == str(work)
+    assert _opt(argv, "--device") == "cpu" and _opt(argv, "--batch-size") == "8"
+    assert _opt(argv, "--lr") == "0.004" and _opt(argv, "--epochs") == "40"
+    assert _opt(argv, "--load-from") == str(train_default.GPU_DIR / "latest.pth")
+    assert f"data.crop_choice={train_default.CROP_640}" in argv
+    assert _opt(argv, "--time-limit") == "100.0"
+    work.mkdir(parents=True)
+    (work / "latest.pth").write_bytes(b"")
+    assert train_default.main(["cpu640"]) == 0
+    assert "--resume" in calls[-1] and "--load-from" not in calls[-1]
+    dirs = train_default._stage_dirs("damofd-0.5g-bnkps", train_default.PATCH_EPOCHS, "official",
+                                     1, gpu_after=1, cpu640=True)  # fmt: skip
+    assert [k for k in dirs if k != "wide"][-2:] == ["gpu", "cpu640"]
+    assert train_default._stage_label("cpu640") == "640-px CPU cycle"
+    # it follows the GPU cycle, which must be the last cycle's stage
+    with pytest.raises(SystemExit, match="--cpu640 follows the GPU cycle"):
+        train_default.main(["bundle", "--cpu640", "--after-restart", "2", "--gpu-after", "1"])

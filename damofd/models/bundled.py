@@ -69,7 +69,7 @@ class BundledModel:
 
     def summary(self) -> str:
         """One line for reports, e.g. ``damofd-0.5g-bnkps (bundled weights, WIDER val subset AP
-        0.791/0.739/0.346 Easy/Medium/Hard)``."""
+        0.805/0.746/0.356 Easy/Medium/Hard)``."""
         a = self.ap
         return (
             f"{self.name} (bundled weights, WIDER val subset AP "
