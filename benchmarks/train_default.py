@@ -75,12 +75,21 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "damofd" / "weights"
 HOLDOUT_NAMES = WEIGHTS / "holdout_train.txt"
 SETTINGS = ("easy", "medium", "hard")
 
+
+def _cpu_args(seed: int, every: int, every_iters: int) -> list[str]:
+    """What every CPU stage shares: batch 8, one loader worker, 2 threads, ``seed``; validation
+    and epoch checkpoints every ``every`` epochs, ``latest.pth`` every ``every_iters``."""
+    return [
+        "--batch-size", "8", "--workers", "1", "--threads", "2", "--device", "cpu",
+        "--seed", str(seed), "--eval-every", str(every), "--checkpoint-every", str(every),
+        "--checkpoint-every-iters", str(every_iters), "--no-progress",
+    ]  # fmt: skip
+
+
 # the recipe of the bundled model (docs/model-card.md); only --time-limit differs between sessions
 PATCH_ARGS = [
     "--patch-size", "320", "--lr-policy", "cosine", "--lr", "0.01", "--warmup-iters", "300",
-    "--batch-size", "8", "--workers", "1", "--threads", "2",
-    "--device", "cpu", "--seed", "0", "--eval-every", "10", "--checkpoint-every", "10",
-    "--checkpoint-every-iters", "200", "--no-progress",
+    *_cpu_args(seed=0, every=10, every_iters=200),
 ]  # fmt: skip
 PATCH_EPOCHS = 160
 """Patch epochs of the first bundled default; ``patch --epochs`` shortens the cosine schedule."""
@@ -91,18 +100,13 @@ CROP_320 = "[0.5,0.6,0.7,0.8,0.9,1.0]"
 # also sees the large faces that 320-px patches cannot hold (close-up portraits)
 CROP_WIDE = "[0.3,0.45,0.6,0.8,1.0,1.2,1.4,1.6,1.8,2.0]"
 WIDE_DIR = RUNS / "default-0.5g-kps-640w"
-# the 640-px stages differ only in warm-up and length
-_FINE_COMMON = [
-    "--batch-size", "8", "--workers", "1", "--threads", "2", "--device", "cpu", "--seed", "0",
-    "--eval-every", "2", "--checkpoint-every", "2", "--checkpoint-every-iters", "50",
-    "--no-progress",
-]  # fmt: skip
 
 
 def _fine_args(warmup: int, epochs: int) -> list[str]:
-    """A 640-px fine-tune: lr 0.001 with a cosine decay."""
+    """A 640-px fine-tune: lr 0.001 with a cosine decay (the 640-px stages differ only in
+    warm-up and length)."""
     lr = ["--lr-policy", "cosine", "--lr", "0.001", "--warmup-iters", str(warmup)]
-    return [*lr, "--epochs", str(epochs), *_FINE_COMMON]
+    return [*lr, "--epochs", str(epochs), *_cpu_args(seed=0, every=2, every_iters=50)]
 
 
 FINETUNE_ARGS = _fine_args(warmup=50, epochs=6)
@@ -119,9 +123,7 @@ RESTART_LR = 0.005
 def _restart_args(cycle: int, epochs: int = RESTART_EPOCHS, lr: float = RESTART_LR) -> list[str]:
     return [
         "--patch-size", "320", "--lr-policy", "cosine", "--lr", str(lr), "--warmup-iters", "100",
-        "--batch-size", "8", "--workers", "1", "--threads", "2", "--device", "cpu",
-        "--seed", str(cycle), "--eval-every", "10", "--checkpoint-every", "10",
-        "--checkpoint-every-iters", "200", "--no-progress", "--epochs", str(epochs),
+        *_cpu_args(seed=cycle, every=10, every_iters=200), "--epochs", str(epochs),
     ]  # fmt: skip
 
 
@@ -330,9 +332,7 @@ CPU640_LR = 0.004
 CPU640_EPOCHS = 40
 CPU640_ARGS = [
     "--lr-policy", "cosine", "--lr", str(CPU640_LR), "--warmup-iters", "200",
-    "--batch-size", "8", "--workers", "1", "--threads", "2", "--device", "cpu", "--seed", "1",
-    "--eval-every", "8", "--checkpoint-every", "8", "--checkpoint-every-iters", "100",
-    "--no-progress", "--epochs", str(CPU640_EPOCHS),
+    *_cpu_args(seed=1, every=8, every_iters=100), "--epochs", str(CPU640_EPOCHS),
 ]  # fmt: skip
 """The CPU cycle after the GPU cycle: the GPU recipe (640-px crops, scales 1.0-2.0, cosine,
 200 warm-up iterations) at batch 8 on the full-resolution images, its lr 0.03 scaled linearly
